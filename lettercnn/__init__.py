@@ -1,0 +1,1 @@
+"""lettercnn: learning-rate studies of a letter-classifying CNN in JAX."""
