@@ -22,11 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Side in pixels of the square images fed to the model.
   config.image_size = 28
   # Where TFDS builds and caches datasets (None: TFDS' default, ~/tensorflow_datasets).
-  config.data_dir = None
+  config.data_dir = ml_collections.config_dict.placeholder(str)
   # Feed the model one grey channel (True, as DIGITS' LeNet) or three colour ones.
   config.grayscale = True
   # Folder datasets: a separate folder of validation images (None: split `dataset`).
-  config.validation_dataset = None
+  config.validation_dataset = ml_collections.config_dict.placeholder(str)
   # Folder datasets: skip and count corrupt images instead of stopping the build.
   config.skip_corrupt_images = False
 

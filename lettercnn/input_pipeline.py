@@ -1,0 +1,147 @@
+"""Input pipeline: dataset source -> resized, cached, shuffled, device-shaped batches.
+
+`config.dataset` picks the source: 'tombstone_letters' (generated, built once
+into the TFDS data dir), a path to a folder of class subfolders (DIGITS
+layout), or any other TFDS catalog name (e.g. 'mnist').
+
+Training batches come shaped (devices, per_device_batch, H, W, C) so that
+`jax.pmap` maps the leading axis over devices. Images stay float32 in 0..255;
+the model applies DIGITS' input scale.
+"""
+
+import os
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from lettercnn import errors
+from lettercnn import splits
+from lettercnn import tombstone_letters
+
+Batch = dict[str, np.ndarray]
+
+# Training steps fetched from tf.data at once; the host then slices single
+# steps out of the chunk, which costs far less than one tf.data call per step.
+STEPS_PER_CHUNK = 64
+
+
+def is_folder_dataset(name: str) -> bool:
+  """Whether `config.dataset` names a folder rather than a TFDS dataset."""
+  return os.path.isdir(os.path.expanduser(name)) or name.startswith(
+      ('.', '/', '~')) or os.sep in name
+
+
+def load_splits(config: ml_collections.ConfigDict) -> splits.Splits:
+  """Returns the raw train/validation splits of `config.dataset`."""
+  if config.dataset == 'tombstone_letters':
+    builder = tombstone_letters.TombstoneLetters(
+        config=tombstone_letters.config_for(config.examples_per_class,
+                                            config.validation_fraction,
+                                            config.seed),
+        data_dir=config.data_dir)
+    return _tfds_splits(builder, 'train', 'validation')
+  if is_folder_dataset(config.dataset):
+    from lettercnn import folder_dataset  # pylint: disable=g-import-not-at-top
+    return folder_dataset.load_folder_splits(config)
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise errors.InputError(
+        f'dataset {config.dataset!r} is neither tombstone_letters, an existing '
+        'folder, nor a TFDS catalog name') from e
+  return _tfds_splits(builder, 'train',
+                      'validation' if 'validation' in builder.info.splits
+                      else 'test')
+
+
+def _tfds_splits(builder: tfds.core.DatasetBuilder, train_split: str,
+                 validation_split: str) -> splits.Splits:
+  builder.download_and_prepare()
+  info = builder.info
+  label_feature = info.features['label']
+
+  def as_dataset(split: str) -> tf.data.Dataset:
+    return builder.as_dataset(split=split, shuffle_files=False).map(
+        lambda ex: {'image': ex['image'], 'label': ex['label']})
+
+  return splits.Splits(
+      train=as_dataset(train_split),
+      validation=as_dataset(validation_split),
+      num_train=info.splits[train_split].num_examples,
+      num_validation=info.splits[validation_split].num_examples,
+      class_names=tuple(label_feature.names))
+
+
+def preprocess(dataset: tf.data.Dataset, image_size: int,
+               grayscale: bool) -> tf.data.Dataset:
+  """Squashes images to image_size (like DIGITS) in 1 or 3 channels, float32."""
+
+  def convert(example):
+    image = tf.cast(example['image'], tf.float32)
+    channels = image.shape[-1]
+    if grayscale and channels != 1:
+      image = tf.image.rgb_to_grayscale(image[..., :3])
+    elif not grayscale and channels == 1:
+      image = tf.image.grayscale_to_rgb(image)
+    if image.shape[0] != image_size or image.shape[1] != image_size:
+      image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return {'image': image, 'label': tf.cast(example['label'], tf.int32)}
+
+  return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class Pipeline:
+  """Preprocessed, in-memory-cached splits and the batches drawn from them."""
+
+  def __init__(self, config: ml_collections.ConfigDict, num_devices: int):
+    self.splits = load_splits(config)
+    self.num_devices = num_devices
+    self.batch_size = config.batch_size
+    self.seed = config.seed
+    self._train = preprocess(self.splits.train, config.image_size,
+                             config.grayscale).cache()
+    self._validation = preprocess(self.splits.validation, config.image_size,
+                                  config.grayscale).cache()
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.splits.num_train // self.batch_size
+
+  def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+    """Yields the batches of `epoch` (0-based) from step `start_step` of it on.
+
+    The order is a function of (seed, epoch) alone, so a resumed run sees the
+    same batches as an uninterrupted one. Each batch is shaped
+    (devices, per_device_batch, H, W, C); the incomplete last batch is dropped.
+    """
+    per_device = self.batch_size // self.num_devices
+    dataset = self._train.shuffle(
+        self.splits.num_train, seed=self.seed * 100_003 + epoch,
+        reshuffle_each_iteration=False)
+    dataset = dataset.batch(self.batch_size, drop_remainder=True)
+    dataset = dataset.skip(start_step).batch(STEPS_PER_CHUNK)
+    dataset = dataset.prefetch(2)
+    for chunk in dataset.as_numpy_iterator():
+      images = chunk['image'].reshape(
+          (-1, self.num_devices, per_device) + chunk['image'].shape[2:])
+      labels = chunk['label'].reshape((-1, self.num_devices, per_device))
+      for step_images, step_labels in zip(images, labels):
+        yield {'image': step_images, 'label': step_labels}
+
+  def validation_batches(self, batch_size: int) -> Iterator[Batch]:
+    """Yields the whole validation split in batches of exactly `batch_size`.
+
+    The last batch is padded with zeros; 'mask' marks the real examples, so
+    every example counts once and compiled shapes never change.
+    """
+    for batch in self._validation.batch(batch_size).as_numpy_iterator():
+      num_real = len(batch['label'])
+      pad = batch_size - num_real
+      yield {
+          'image': np.pad(batch['image'], [(0, pad)] + [(0, 0)] * 3),
+          'label': np.pad(batch['label'], (0, pad)),
+          'mask': np.arange(batch_size) < num_real,
+      }

@@ -1,0 +1,51 @@
+"""Trains one experiment: `python -m lettercnn.main --config=configs/lr_1e-4.py`.
+
+--workdir defaults to runs/<config file stem>. Any config field can be
+overridden with --config.FIELD=VALUE; unknown fields are an error.
+"""
+
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+import tensorflow as tf
+
+from lettercnn import errors
+from lettercnn import train
+
+FLAGS = flags.FLAGS
+
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Directory for checkpoints, TensorBoard events and '
+    'status.json (default: runs/<config file stem>).')
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
+flags.mark_flags_as_required(['config'])
+
+
+def default_workdir(config_path: str) -> str:
+  """runs/<config file stem>, e.g. runs/lr_1e-4 for configs/lr_1e-4.py."""
+  stem = os.path.splitext(os.path.basename(config_path))[0]
+  return os.path.join('runs', stem)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # JAX owns the accelerators; TensorFlow only feeds data on the CPU.
+  tf.config.experimental.set_visible_devices([], 'GPU')
+  workdir = _WORKDIR.value or default_workdir(
+      config_flags.get_config_filename(FLAGS['config']))
+  logging.info('Workdir: %s', workdir)
+  print(f'workdir: {workdir}', flush=True)
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    train.train_and_evaluate(FLAGS.config, workdir)
+  except errors.InputError as e:
+    raise SystemExit(f'lettercnn: error: {e}') from None
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,284 @@
+"""Training loop: pmap-ed SGD-momentum steps, per-epoch evaluation, TensorBoard.
+
+Data flows one way: config -> input pipeline -> train loop -> writers -> status.
+"""
+
+import functools
+import math
+import time
+from typing import Any, Callable
+
+from absl import logging
+from clu import metric_writers
+from clu import metrics
+import flax
+from flax import jax_utils
+from flax.training import train_state
+import jax
+from jax import lax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from lettercnn import config_checks
+from lettercnn import input_pipeline
+from lettercnn import models
+from lettercnn import progress
+from lettercnn import run_status
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  accuracy: metrics.Accuracy
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  accuracy: metrics.Accuracy
+
+
+def create_learning_rate_schedule(config: ml_collections.ConfigDict,
+                                  steps_per_epoch: int) -> optax.Schedule:
+  """DIGITS' "step down": x lr_decay_factor every lr_decay_every_epochs epochs.
+
+  The schedule is indexed by the number of updates already applied, so the
+  first step with the decayed rate is step `boundary + 1` (1-based).
+  """
+  total_steps = config.num_epochs * steps_per_epoch
+  every_steps = config.lr_decay_every_epochs * steps_per_epoch
+  boundaries = range(every_steps, total_steps, every_steps)
+  return optax.piecewise_constant_schedule(
+      init_value=config.learning_rate,
+      boundaries_and_scales={b: config.lr_decay_factor for b in boundaries})
+
+
+def _is_bias(params: Any) -> Any:
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: path[-1].key == 'bias', params)
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     schedule: optax.Schedule) -> optax.GradientTransformation:
+  """Caffe's SGD as DIGITS configures it for LeNet.
+
+  L2 weight decay of learning_rate * weight_decay_per_lr on every parameter,
+  biases at twice the learning rate (LeNet's `lr_mult: 2`), then momentum.
+  """
+  return optax.chain(
+      optax.add_decayed_weights(config.learning_rate *
+                                config.weight_decay_per_lr),
+      optax.masked(optax.scale(2.0), _is_bias),
+      optax.sgd(schedule, momentum=config.momentum),
+  )
+
+
+def create_train_state(rng: jax.Array, model: flax.linen.Module,
+                       image_shape: tuple[int, ...],
+                       tx: optax.GradientTransformation) -> train_state.TrainState:
+  """Initialises parameters for images of `image_shape` (H, W, C)."""
+  params = model.init(rng, jnp.zeros((1,) + image_shape, jnp.float32))['params']
+  return train_state.TrainState.create(apply_fn=model.apply, params=params,
+                                       tx=tx)
+
+
+def _loss_and_logits(params, apply_fn: Callable[..., jax.Array],
+                     batch: dict[str, jax.Array]):
+  logits = apply_fn({'params': params}, batch['image'])
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits,
+                                                           batch['label'])
+  return losses, logits
+
+
+def train_step(state: train_state.TrainState, train_metrics: TrainMetrics,
+               batch: dict[str, jax.Array]):
+  """One SGD step on one device's share of the batch (run under pmap).
+
+  Gradients are averaged over the 'batch' device axis; metrics stay per
+  device and are only reduced when read, so a step never waits for the host.
+  """
+
+  def loss_fn(params):
+    losses, logits = _loss_and_logits(params, state.apply_fn, batch)
+    return losses.mean(), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  grads = lax.pmean(grads, axis_name='batch')
+  state = state.apply_gradients(grads=grads)
+  train_metrics = train_metrics.merge(TrainMetrics.single_from_model_output(
+      loss=loss, logits=logits, labels=batch['label']))
+  return state, train_metrics
+
+
+def eval_step(params, apply_fn: Callable[..., jax.Array],
+              batch: dict[str, jax.Array]) -> EvalMetrics:
+  """Metrics of one padded validation batch; padding is masked out."""
+  losses, logits = _loss_and_logits(params, apply_fn, batch)
+  return EvalMetrics.single_from_model_output(
+      loss=losses, logits=logits, labels=batch['label'], mask=batch['mask'])
+
+
+def evaluate(params, apply_fn: Callable[..., jax.Array],
+             pipeline: input_pipeline.Pipeline,
+             batch_size: int) -> dict[str, float]:
+  """Loss and accuracy over the whole validation split, each example once."""
+  jit_eval_step = jax.jit(eval_step, static_argnums=1)
+  totals = None
+  for batch in pipeline.validation_batches(batch_size):
+    batch_metrics = jit_eval_step(params, apply_fn, batch)
+    totals = batch_metrics if totals is None else totals.merge(batch_metrics)
+  return {k: float(v) for k, v in totals.compute().items()}
+
+
+class _IntervalMetrics:
+  """Train metrics accumulated on device, read (one host sync) when flushed."""
+
+  def __init__(self, devices: list[jax.Device]):
+    self._devices = devices
+    self.on_device = self._empty()
+    self.epoch_total = None
+
+  def _empty(self) -> TrainMetrics:
+    return jax_utils.replicate(TrainMetrics.empty(), self._devices)
+
+  def flush(self) -> dict[str, float]:
+    """Returns the interval's loss and accuracy and starts a new interval."""
+    interval = jax.device_get(self.on_device).reduce()
+    self.on_device = self._empty()
+    self.epoch_total = (interval if self.epoch_total is None
+                        else self.epoch_total.merge(interval))
+    return {k: float(v) for k, v in interval.compute().items()}
+
+  def flush_epoch(self) -> dict[str, float]:
+    """Returns the whole epoch's loss and accuracy (call after `flush`)."""
+    epoch = {k: float(v) for k, v in self.epoch_total.compute().items()}
+    self.epoch_total = None
+    return epoch
+
+
+def _hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as TensorBoard hparams (which accept no None)."""
+  return {k: ('None' if v is None else v) for k, v in config.items()}
+
+
+def _has_diverged(loss: float, reference_loss: float, factor: float) -> bool:
+  return not math.isfinite(loss) or loss > factor * reference_loss
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains `config` into `workdir`; returns the final status.json content."""
+  start_time = time.monotonic()
+  num_devices = config_checks.check_config(config)
+  devices = jax.local_devices()[:num_devices]
+  logging.info('Training on %d %s device(s), global batch %d.', num_devices,
+               jax.default_backend(), config.batch_size)
+
+  pipeline = input_pipeline.Pipeline(config, num_devices)
+  steps_per_epoch = pipeline.steps_per_epoch
+  total_steps = config.num_epochs * steps_per_epoch
+  num_classes = pipeline.splits.num_classes
+  logging.info('%d train / %d validation images, %d classes, %d steps/epoch.',
+               pipeline.splits.num_train, pipeline.splits.num_validation,
+               num_classes, steps_per_epoch)
+
+  schedule = create_learning_rate_schedule(config, steps_per_epoch)
+  model = models.create_model(config.model, num_classes)
+  channels = 1 if config.grayscale else 3
+  state = create_train_state(
+      jax.random.key(config.seed), model,
+      (config.image_size, config.image_size, channels),
+      create_optimizer(config, schedule))
+  apply_fn = state.apply_fn
+  p_train_step = jax.pmap(train_step, axis_name='batch', devices=devices,
+                          donate_argnums=(0, 1))
+  state = jax_utils.replicate(state, devices)
+  train_metrics = _IntervalMetrics(devices)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  writer.write_hparams(_hparams(config))
+  status = {
+      'status': run_status.RUNNING, 'step': 0, 'epoch': 0.0,
+      'num_epochs': config.num_epochs, 'steps_per_epoch': steps_per_epoch,
+      'num_classes': num_classes, 'final': None, 'best': None,
+      'wall_time_s': 0.0, 'config': config.to_dict(),
+  }
+  run_status.write(workdir, status)
+
+  # An untrained network predicts about uniformly: cross-entropy ln(classes).
+  reference_loss = math.log(num_classes)
+  step = 0
+  reporter = progress.ProgressLogger(total_steps, config.batch_size,
+                                     steps_per_epoch)
+  diverged = False
+  for epoch in range(config.num_epochs):
+    epoch_end = (epoch + 1) * steps_per_epoch
+    batches = jax_utils.prefetch_to_device(pipeline.train_batches(epoch), 2,
+                                           devices)
+    for batch in batches:
+      state, train_metrics.on_device = p_train_step(
+          state, train_metrics.on_device, batch)
+      step += 1
+      reporter.maybe_log(step)
+      if step % config.log_every_steps and step != epoch_end:
+        continue
+      interval = train_metrics.flush()
+      writer.write_scalars(step, {
+          'train_loss': interval['loss'],
+          'train_accuracy': interval['accuracy'],
+          'learning_rate': float(schedule(step - 1)),
+      })
+      if _has_diverged(interval['loss'], reference_loss,
+                       config.divergence_loss_factor):
+        logging.warning('Diverged at step %d: training loss %g.', step,
+                        interval['loss'])
+        diverged = True
+        break
+    status['step'] = step
+    status['epoch'] = step / steps_per_epoch
+    status['wall_time_s'] = time.monotonic() - start_time
+    if diverged:
+      status['status'] = run_status.DIVERGED
+      status['final'] = {'train_loss': interval['loss'],
+                         'train_accuracy': interval['accuracy'],
+                         'val_loss': None, 'val_accuracy': None}
+      break
+    epoch_train = train_metrics.flush_epoch()
+    params = jax.tree.map(lambda x: x[0], state.params)
+    val = evaluate(params, apply_fn, pipeline, config.eval_batch_size)
+    writer.write_scalars(step, {
+        'epoch_train_loss': epoch_train['loss'],
+        'epoch_train_accuracy': epoch_train['accuracy'],
+        'val_loss': val['loss'],
+        'val_accuracy': val['accuracy'],
+    })
+    writer.flush()
+    logging.info('Epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc '
+                 '%.4f', epoch + 1, config.num_epochs, epoch_train['loss'],
+                 epoch_train['accuracy'], val['loss'], val['accuracy'])
+    status['final'] = {'train_loss': epoch_train['loss'],
+                       'train_accuracy': epoch_train['accuracy'],
+                       'val_loss': val['loss'], 'val_accuracy': val['accuracy']}
+    if status['best'] is None or val['accuracy'] > status['best'][
+        'val_accuracy']:
+      status['best'] = {'val_accuracy': val['accuracy'], 'epoch': epoch + 1}
+    run_status.write(workdir, status)
+
+  if not diverged:
+    chance_points = 100.0 / num_classes
+    final_points = 100.0 * status['final']['train_accuracy']
+    status['status'] = (
+        run_status.NOT_CONVERGED
+        if final_points - chance_points <= config.not_converged_margin_points
+        else run_status.CONVERGED)
+  status['wall_time_s'] = time.monotonic() - start_time
+  run_status.write(workdir, status)
+  writer.flush()
+  writer.close()
+  logging.info('Run %s at step %d (epoch %.2f) in %.0f s.', status['status'],
+               step, status['epoch'], status['wall_time_s'])
+  return status
