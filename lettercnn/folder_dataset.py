@@ -1,0 +1,416 @@
+"""Imports a user's folder of images as a dataset, the way NVIDIA DIGITS does.
+
+Layout: one subfolder per class, named by the class; images may sit anywhere
+below their class folder. Class names are the sorted subfolder names (hidden
+ones, starting with '.', are ignored). Files are images by extension (see
+IMAGE_EXTENSIONS); other files (notes.txt, .DS_Store) are skipped and counted.
+
+Every image is decoded strictly with Pillow, converted to grey or RGB and
+squashed (not cropped) to image_size x image_size with bilinear filtering, as
+DIGITS' "squash" resize does. Conversions:
+  * transparency (RGBA, LA, palette or colour-key transparency) is composited
+    on white, as DIGITS does, so transparent backgrounds read as paper;
+  * 16-bit and 32-bit integer grey (Pillow modes I;16*, I) are taken as
+    0..65535 and scaled to 0..255 by dividing by 257 (65535 -> 255), not
+    clipped; 16-bit colour PNGs are reduced to 8 bits by Pillow itself;
+  * everything else (1-bit, palette, CMYK, YCbCr, float...) uses Pillow's
+    conversion.
+
+The decoded splits are cached as one .npz file,
+`<data_dir>/lettercnn_folders/<folder name>-<key>.npz`, where the key hashes
+the folders' image files (paths, sizes, modification times) and the config
+fields that shape the result, so a second load decodes nothing and any change
+to the images or those fields builds a new file. All checking and decoding
+happens before anything is written, and the file is written under a temporary
+name and renamed into place, so a failed or killed build never leaves a
+dataset that looks complete.
+"""
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from typing import Iterator, Optional, Sequence
+import zlib
+
+from absl import logging
+import ml_collections
+import numpy as np
+from PIL import Image
+from PIL import ImageFile
+import tensorflow as tf
+
+from lettercnn import errors
+from lettercnn import splits
+
+IMAGE_EXTENSIONS = ('.bmp', '.dib', '.gif', '.jfif', '.jpe', '.jpeg', '.jpg',
+                    '.pbm', '.pgm', '.png', '.pnm', '.ppm', '.tga', '.tif',
+                    '.tiff', '.webp')
+CACHE_SUBDIR = 'lettercnn_folders'
+
+# Bump when decoding or the file format changes, to invalidate old caches.
+_CACHE_VERSION = 1
+_TEMP_PREFIX = '.tmp-'
+# A temporary file untouched this long belongs to a killed build, not to a
+# concurrent one still writing (e.g. several learning rates started at once).
+_STALE_TEMP_SECONDS = 600
+_INTEGER_GREY_MODES = ('I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
+_ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
+
+# Class name -> that class's decoded images.
+_ImagesByClass = dict[str, list[np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Folder:
+  """The image files of one user folder, by class."""
+  root: str  # Absolute path.
+  images: dict[str, list[str]]  # Class name -> sorted absolute image paths.
+
+  def class_dir(self, class_name: str) -> str:
+    return os.path.join(self.root, class_name)
+
+
+def load_folder_splits(config: ml_collections.ConfigDict) -> splits.Splits:
+  """Returns the train and validation splits of the folder `config.dataset`.
+
+  Validation images come from `config.validation_dataset` when set, else a
+  stratified `config.validation_fraction` of each class (seeded by
+  `config.seed`). The first load decodes and caches; later ones read the cache.
+
+  Raises:
+    errors.InputError: a folder, class or image is unusable; the message names
+      the path.
+  """
+  splitting = config.validation_dataset is None
+  if splitting:
+    _check_validation_fraction(config.validation_fraction, config.dataset)
+  train_folder = _list_folder(config.dataset, 'Dataset folder', splitting)
+  validation_folder = None
+  if not splitting:
+    validation_folder = _list_folder(config.validation_dataset,
+                                     'Validation folder', splitting=False)
+    _check_same_classes(train_folder, validation_folder)
+
+  path = _cache_path(config, train_folder, validation_folder)
+  if os.path.exists(path):
+    logging.info('Using cached folder dataset %s.', path)
+  else:
+    _write_atomically(path, _build(config, train_folder, validation_folder))
+  with np.load(path, allow_pickle=False) as arrays:
+    return _to_splits(arrays)
+
+
+def _list_folder(path: str, what: str, splitting: bool) -> _Folder:
+  """Lists the images of `path` by class, checking the layout.
+
+  Args:
+    path: the folder, as the user gave it.
+    what: how error messages call it, e.g. 'Dataset folder'.
+    splitting: whether each class will be split into training and validation.
+  """
+  root = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(root):
+    raise errors.InputError(f'{what} {root} does not exist.')
+  if not os.path.isdir(root):
+    raise errors.InputError(f'{what} {root} is not a folder.')
+  class_names = sorted(
+      entry.name for entry in os.scandir(root)
+      if entry.is_dir() and not entry.name.startswith('.'))
+  if len(class_names) < 2:
+    raise errors.InputError(
+        f'{what} {root} has {len(class_names)} class subfolder(s) '
+        f'{class_names}; it needs one subfolder of images per class, and at '
+        'least two classes.')
+  images = {}
+  non_images = []
+  for name in class_names:
+    files = sorted(_walk_files(os.path.join(root, name)))
+    images[name] = [f for f in files if _is_image_file(f)]
+    non_images.extend(f for f in files if not _is_image_file(f))
+  if non_images:
+    logging.warning(
+        'Skipped %d file(s) under %s that are not images, e.g. %s; images '
+        'need one of the extensions %s.', len(non_images), root, non_images[0],
+        ' '.join(IMAGE_EXTENSIONS))
+  folder = _Folder(root=root, images=images)
+  _check_class_sizes(folder, _counts(images), splitting, 'images')
+  return folder
+
+
+def _walk_files(directory: str) -> Iterator[str]:
+  """Yields the files below `directory`, skipping hidden subfolders."""
+  for dirpath, dirnames, filenames in os.walk(directory):
+    dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+    for filename in filenames:
+      yield os.path.join(dirpath, filename)
+
+
+def _is_image_file(path: str) -> bool:
+  # Hidden files include macOS' '._x.png' resource forks, which are no images.
+  name = os.path.basename(path)
+  return (not name.startswith('.') and
+          os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+
+
+def _check_validation_fraction(fraction: float, dataset: str) -> None:
+  if not 0 < fraction < 1:
+    raise errors.InputError(
+        f'validation_fraction must be strictly between 0 and 1 to split '
+        f'{dataset} into training and validation images; got {fraction}.')
+
+
+def _check_same_classes(train: _Folder, validation: _Folder) -> None:
+  missing = sorted(set(train.images) - set(validation.images))
+  extra = sorted(set(validation.images) - set(train.images))
+  if missing or extra:
+    raise errors.InputError(
+        f'Validation folder {validation.root} must have the same class '
+        f'subfolders as {train.root}; missing: {missing}, extra: {extra}.')
+
+
+def _counts(images: dict[str, Sequence[object]]) -> dict[str, int]:
+  return {name: len(items) for name, items in images.items()}
+
+
+def _check_class_sizes(folder: _Folder, counts: dict[str, int],
+                       splitting: bool, what: str) -> None:
+  """Raises unless every class has images, and two if it must be split."""
+  for name, count in counts.items():
+    if count == 0:
+      raise errors.InputError(
+          f'Class folder {folder.class_dir(name)} contains no {what}.')
+    if splitting and count < 2:
+      raise errors.InputError(
+          f'Class folder {folder.class_dir(name)} has too few {what} ({count}) '
+          'to split into training and validation; it needs at least 2. Add '
+          'images or give a separate validation_dataset folder.')
+
+
+def _cache_path(config: ml_collections.ConfigDict, train: _Folder,
+                validation: Optional[_Folder]) -> str:
+  """Returns where the dataset built from these files and fields is cached."""
+  key = {
+      'version': _CACHE_VERSION,
+      'train': _fingerprint(train),
+      'validation': _fingerprint(validation) if validation else None,
+      'validation_fraction': None if validation else config.validation_fraction,
+      'seed': config.seed,
+      'image_size': config.image_size,
+      'grayscale': config.grayscale,
+      'skip_corrupt_images': config.skip_corrupt_images,
+  }
+  digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+  name = re.sub(r'[^\w.-]', '_', os.path.basename(train.root)) or 'folder'
+  data_dir = config.data_dir or os.environ.get(
+      'TFDS_DATA_DIR', os.path.join('~', 'tensorflow_datasets'))
+  return os.path.join(
+      os.path.expanduser(data_dir), CACHE_SUBDIR, f'{name}-{digest}.npz')
+
+
+def _fingerprint(folder: _Folder) -> list[object]:
+  """Identifies the folder's images without reading them."""
+  entries = []
+  for name, paths in folder.images.items():
+    for path in paths:
+      stat = os.stat(path)
+      entries.append([name, os.path.relpath(path, folder.root), stat.st_size,
+                      stat.st_mtime_ns])
+  return [folder.root, entries]
+
+
+def _build(config: ml_collections.ConfigDict, train: _Folder,
+           validation: Optional[_Folder]) -> dict[str, np.ndarray]:
+  """Decodes and splits the images into the arrays the cache file holds."""
+  logging.info('Importing image folder %s (decoded once, then cached).',
+               train.root)
+  train_images = _decode_folder(train, config)
+  if validation is None:
+    _check_class_sizes(train, _counts(train_images), True, 'readable images')
+    train_images, validation_images = _split(
+        train_images, config.validation_fraction, config.seed)
+  else:
+    validation_images = _decode_folder(validation, config)
+    _check_class_sizes(validation, _counts(validation_images), False,
+                       'readable images')
+  train_x, train_y = _stack(train_images)
+  order = np.random.default_rng(config.seed).permutation(len(train_y))
+  validation_x, validation_y = _stack(validation_images)
+  return {
+      'train_images': train_x[order],
+      'train_labels': train_y[order],
+      'validation_images': validation_x,
+      'validation_labels': validation_y,
+      'class_names': np.array(list(train.images), dtype=str),
+  }
+
+
+def _decode_folder(folder: _Folder,
+                   config: ml_collections.ConfigDict) -> _ImagesByClass:
+  """Decodes the images of `folder`, less corrupt ones the config skips."""
+  paths = [p for class_paths in folder.images.values() for p in class_paths]
+  arrays = iter(_decode_files(paths, config))
+  decoded = {
+      name: [next(arrays) for _ in class_paths]
+      for name, class_paths in folder.images.items()
+  }
+  num_corrupt = sum(a is None for images in decoded.values() for a in images)
+  if num_corrupt:
+    logging.warning('Skipped %d corrupt or unreadable image(s) under %s.',
+                    num_corrupt, folder.root)
+  return {
+      name: [a for a in images if a is not None]
+      for name, images in decoded.items()
+  }
+
+
+def _decode_files(paths: list[str], config: ml_collections.ConfigDict
+                  ) -> list[Optional[np.ndarray]]:
+  """Decodes `paths` in threads; None stands for a skipped corrupt image.
+
+  Raises errors.InputError at the first corrupt image (in `paths` order) unless
+  `config.skip_corrupt_images`.
+  """
+
+  def decode(path: str) -> Optional[np.ndarray]:
+    try:
+      return _decode_image(path, config.image_size, config.grayscale)
+    # Pillow's format plugins raise many exception types on malformed input.
+    except Exception as e:  # pylint: disable=broad-except
+      if not config.skip_corrupt_images:
+        detail = ' '.join(f'{type(e).__name__}: {e}'.split())
+        raise errors.InputError(
+            f'Corrupt or unreadable image {path} ({detail}); fix or remove it, '
+            'or set --config.skip_corrupt_images=True to skip such images.'
+        ) from e
+      logging.debug('Skipping corrupt image %s: %s', path, e)
+      return None
+
+  pool = concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1))
+  try:
+    with _strict_truncation():
+      return list(pool.map(decode, paths))
+  finally:
+    # On an error, don't wait for the images still queued.
+    pool.shutdown(cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _strict_truncation() -> Iterator[None]:
+  """Makes Pillow raise on truncated files instead of padding them silently."""
+  saved = ImageFile.LOAD_TRUNCATED_IMAGES
+  ImageFile.LOAD_TRUNCATED_IMAGES = False
+  try:
+    yield
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _decode_image(path: str, image_size: int, grayscale: bool) -> np.ndarray:
+  """Returns the image at `path` as uint8 [image_size, image_size, 1 or 3]."""
+  with Image.open(path) as image:
+    image.load()
+    converted = _convert(image, 'L' if grayscale else 'RGB')
+  resized = converted.resize((image_size, image_size),
+                             Image.Resampling.BILINEAR)
+  array = np.asarray(resized, dtype=np.uint8)
+  return array[:, :, np.newaxis] if grayscale else array
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+  """Converts any Pillow mode to `mode` ('L' or 'RGB'); see module docstring."""
+  if image.mode in _INTEGER_GREY_MODES:
+    values = np.asarray(image).astype(np.float64)
+    image = Image.fromarray(
+        np.clip(np.round(values / 257), 0, 255).astype(np.uint8))
+  elif image.mode in _ALPHA_MODES or 'transparency' in image.info:
+    rgba = image.convert('RGBA')
+    white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+    image = Image.alpha_composite(white, rgba)
+  return image.convert(mode)
+
+
+def _split(images: _ImagesByClass, fraction: float,
+           seed: int) -> tuple[_ImagesByClass, _ImagesByClass]:
+  """Splits each class by `fraction`, at least one image to each side.
+
+  Each class is permuted by its own generator, seeded by `seed` and the class
+  name, so adding or removing a class leaves the other classes' splits alone.
+  """
+  train, validation = {}, {}
+  for name, arrays in images.items():
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    order = rng.permutation(len(arrays))
+    num_validation = min(max(round(len(arrays) * fraction), 1), len(arrays) - 1)
+    validation[name] = [arrays[i] for i in order[:num_validation]]
+    train[name] = [arrays[i] for i in order[num_validation:]]
+  return train, validation
+
+
+def _stack(images: _ImagesByClass) -> tuple[np.ndarray, np.ndarray]:
+  """Returns all images as one uint8 array and their int64 class indices."""
+  x = np.stack([a for arrays in images.values() for a in arrays])
+  y = np.concatenate([
+      np.full(len(arrays), label, np.int64)
+      for label, arrays in enumerate(images.values())
+  ])
+  return x, y
+
+
+def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
+  """Writes `arrays` to `path` through a temporary file, renamed when done."""
+  directory = os.path.dirname(path)
+  os.makedirs(directory, exist_ok=True)
+  _remove_stale_temp_files(directory)
+  fd, temp_path = tempfile.mkstemp(
+      dir=directory, prefix=_TEMP_PREFIX, suffix='.npz')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(temp_path, 0o644)  # mkstemp makes it private to the builder.
+    os.replace(temp_path, path)
+  finally:
+    if os.path.exists(temp_path):
+      os.remove(temp_path)
+  logging.info('Cached %d training and %d validation images of %d classes in '
+               '%s.', len(arrays['train_labels']),
+               len(arrays['validation_labels']), len(arrays['class_names']),
+               path)
+
+
+def _remove_stale_temp_files(directory: str) -> None:
+  """Removes temporary files that killed builds left behind."""
+  now = time.time()
+  for entry in os.scandir(directory):
+    if not entry.name.startswith(_TEMP_PREFIX):
+      continue
+    # Another build may remove or rename the file under us.
+    with contextlib.suppress(FileNotFoundError):
+      if now - entry.stat().st_mtime > _STALE_TEMP_SECONDS:
+        logging.info('Removing stale temporary file %s.', entry.path)
+        os.remove(entry.path)
+
+
+def _to_splits(arrays: np.lib.npyio.NpzFile) -> splits.Splits:
+  """Wraps the cached arrays as tf.data datasets."""
+
+  def dataset(split: str) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices({
+        'image': arrays[f'{split}_images'],
+        'label': arrays[f'{split}_labels'],
+    })
+
+  return splits.Splits(
+      train=dataset('train'),
+      validation=dataset('validation'),
+      num_train=len(arrays['train_labels']),
+      num_validation=len(arrays['validation_labels']),
+      class_names=tuple(str(name) for name in arrays['class_names']),
+  )
