@@ -5,6 +5,7 @@ overridden with --config.FIELD=VALUE; unknown fields are an error.
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -31,6 +32,34 @@ def default_workdir(config_path: str) -> str:
   return os.path.join('runs', stem)
 
 
+def _config_file_error(path: str) -> str | None:
+  """Why `path` cannot be a config file, or None when it looks usable."""
+  if not os.path.isfile(path):
+    return f'config file {path!r} does not exist'
+  with open(path) as f:
+    if 'def get_config' not in f.read():
+      return f'config file {path!r} does not define get_config()'
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad config file or field is one error line, exit 2."""
+  config_paths = [a.split('=', 1)[1] for a in argv
+                  if a.startswith(('--config=', '-config='))]
+  problem = next(filter(None, map(_config_file_error, config_paths)), None)
+  if problem is None:
+    try:
+      return FLAGS(argv)
+    except flags.Error as e:
+      problem = str(e).splitlines()[0]
+    except (AttributeError, KeyError) as e:
+      problem = f'unknown config field {e} (see configs/default.py)'
+    except (TypeError, ValueError) as e:
+      problem = f'bad config override: {e}'
+  print(f'lettercnn: error: {problem}', file=sys.stderr)
+  sys.exit(2)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -48,4 +77,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

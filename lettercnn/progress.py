@@ -6,7 +6,11 @@ from absl import logging
 
 
 class ProgressLogger:
-  """Logs progress at most every `every_secs` seconds; cheap to call per step."""
+  """Logs progress at most every `every_secs` seconds; cheap to call per step.
+
+  The rate is measured over the last window, so compilation and dataset
+  building before the first step do not skew it.
+  """
 
   def __init__(self, total_steps: int, batch_size: int, steps_per_epoch: int,
                start_step: int = 0, every_secs: float = 30.0):
@@ -14,9 +18,9 @@ class ProgressLogger:
     self._batch_size = batch_size
     self._steps_per_epoch = steps_per_epoch
     self._every_secs = every_secs
-    self._start_time = time.monotonic()
-    self._start_step = start_step
-    self._next_time = self._start_time + every_secs
+    self._last_time = time.monotonic()
+    self._last_step = start_step
+    self._next_time = self._last_time + every_secs
 
   def maybe_log(self, step: int) -> None:
     """Logs if `every_secs` have passed since the last line."""
@@ -24,7 +28,8 @@ class ProgressLogger:
     if now < self._next_time:
       return
     self._next_time = now + self._every_secs
-    steps_per_sec = (step - self._start_step) / (now - self._start_time)
+    steps_per_sec = (step - self._last_step) / (now - self._last_time)
+    self._last_step, self._last_time = step, now
     eta_secs = (self._total_steps - step) / max(steps_per_sec, 1e-9)
     logging.info('epoch %d/%d  step %d/%d  %.0f images/s  ETA %s',
                  step // self._steps_per_epoch + 1,
