@@ -59,6 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 500
   # Training steps between train-metric scalars in TensorBoard.
   config.log_every_steps = 500
+  # Epochs between checkpoints (the last epoch is always saved).
+  config.checkpoint_every_epochs = 1
 
   # --- Convergence ---------------------------------------------------------
   # Stop as 'diverged' when the logged training loss exceeds this multiple of

@@ -53,7 +53,7 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   _require(config.model in models.MODELS,
            f'model={config.model!r} is not one of {sorted(models.MODELS)}')
   for field in ('examples_per_class', 'image_size', 'eval_batch_size',
-                'log_every_steps'):
+                'log_every_steps', 'checkpoint_every_epochs'):
     value = config[field]
     _require(isinstance(value, int) and value >= 1,
              f'{field}={value!r} must be an integer >= 1')

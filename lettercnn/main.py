@@ -4,6 +4,7 @@
 overridden with --config.FIELD=VALUE; unknown fields are an error.
 """
 
+import logging as python_logging
 import os
 import sys
 
@@ -11,10 +12,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
-import tensorflow as tf
 
 from lettercnn import errors
-from lettercnn import train
 
 FLAGS = flags.FLAGS
 
@@ -53,18 +52,33 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
       problem = str(e).splitlines()[0]
     except (AttributeError, KeyError) as e:
-      problem = f'unknown config field {e} (see configs/default.py)'
+      problem = (f'unknown config field {str(e).strip(chr(34) + chr(39))!r} '
+                 '(see configs/default.py)')
     except (TypeError, ValueError) as e:
       problem = f'bad config override: {e}'
   print(f'lettercnn: error: {problem}', file=sys.stderr)
   sys.exit(2)
 
 
+def _quiet_library_info_logs() -> None:
+  """Keeps orbax's per-save chatter (a dozen INFO lines) out of the log."""
+  orbax_dir = os.sep + 'orbax' + os.sep
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= python_logging.WARNING
+      or orbax_dir not in record.pathname)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Heavy imports come after flag parsing, so a bad flag fails in a second.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from lettercnn import train  # pylint: disable=g-import-not-at-top
   # JAX owns the accelerators; TensorFlow only feeds data on the CPU.
   tf.config.experimental.set_visible_devices([], 'GPU')
+  tfds.disable_progress_bar()
+  _quiet_library_info_logs()
   workdir = _WORKDIR.value or default_workdir(
       config_flags.get_config_filename(FLAGS['config']))
   logging.info('Workdir: %s', workdir)
@@ -74,6 +88,9 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(FLAGS.config, workdir)
   except errors.InputError as e:
     raise SystemExit(f'lettercnn: error: {e}') from None
+  except train.Preempted as e:
+    logging.warning('%s', e)
+    sys.exit(e.exit_code)
 
 
 if __name__ == '__main__':

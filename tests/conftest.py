@@ -4,3 +4,28 @@ import os
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pathlib
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory) -> str:
+  """One TFDS data dir per test session, so tiny datasets are built once."""
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+@pytest.fixture
+def tiny_config(data_dir):
+  """The default config shrunk to seconds: 8 images per letter, 2 epochs."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.data_dir = data_dir
+  config.examples_per_class = 8
+  config.num_epochs = 2
+  config.log_every_steps = 10
+  config.eval_batch_size = 16
+  return config

@@ -1,0 +1,63 @@
+"""TensorBoard event files: reading scalars back, trimming them on resume.
+
+A run killed after its last checkpoint has already logged scalars for steps it
+will train again; dropping them keeps every step in TensorBoard exactly once.
+"""
+
+import glob
+import os
+
+from absl import logging
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.compat.proto import event_pb2
+from tensorboard.util import tensor_util
+
+
+def _read_records(path: str) -> list[bytes]:
+  """The file's complete records; a record cut short by a kill is dropped."""
+  records = []
+  try:
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      records.append(record)
+  except tf.errors.DataLossError:
+    logging.warning('Dropping a truncated record at the end of %s.', path)
+  return records
+
+
+def drop_events_after(logdir: str, step: int) -> None:
+  """Rewrites LOGDIR's event files without the events logged after `step`."""
+  for path in sorted(glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))):
+    records = _read_records(path)
+    kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+    if len(kept) == len(records) and os.path.getsize(path) == sum(
+        len(r) + 16 for r in records):
+      continue
+    tmp_path = os.path.join(logdir, '.trimmed_events.tmp')
+    with tf.io.TFRecordWriter(tmp_path) as writer:
+      for record in kept:
+        writer.write(record)
+    os.replace(tmp_path, path)
+    logging.info('Dropped %d events after step %d from %s.',
+                 len(records) - len(kept), step, path)
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """Every scalar in LOGDIR's event files, by tag: sorted (step, value) pairs.
+
+  Uses TensorBoard's own reader; clu writes scalars as tensor summaries.
+  """
+  accumulator = event_accumulator.EventAccumulator(
+      logdir, size_guidance={event_accumulator.TENSORS: 0,
+                             event_accumulator.SCALARS: 0})
+  accumulator.Reload()
+  scalars = {}
+  for tag in accumulator.Tags()['tensors']:
+    events = accumulator.Tensors(tag)
+    values = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+              for e in events if not e.tensor_proto.tensor_shape.dim]
+    if values:
+      scalars[tag] = sorted(values)
+  for tag in accumulator.Tags()['scalars']:
+    scalars[tag] = sorted((e.step, e.value) for e in accumulator.Scalars(tag))
+  return scalars
