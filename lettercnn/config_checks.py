@@ -63,6 +63,6 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   num_devices = num_devices_to_use(config)
   _require(config.batch_size % num_devices == 0,
            f'batch_size={config.batch_size} does not divide over '
-           f'{num_devices} devices; use a multiple of {num_devices} or set '
-           '--config.num_devices')
+           f'{num_devices} devices; use a multiple of {num_devices}, or '
+           'fewer devices (e.g. --config.num_devices=1)')
   return num_devices

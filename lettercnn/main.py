@@ -13,7 +13,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lettercnn import config_checks
 from lettercnn import errors
+from lettercnn import run_status
 
 FLAGS = flags.FLAGS
 
@@ -71,26 +73,37 @@ def _quiet_library_info_logs() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  # Heavy imports come after flag parsing, so a bad flag fails in a second.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from lettercnn import train  # pylint: disable=g-import-not-at-top
+  config = FLAGS.config
+  workdir = _WORKDIR.value or default_workdir(
+      config_flags.get_config_filename(FLAGS['config']))
+  print(f'workdir: {workdir}', flush=True)
+  try:
+    # Checked before TensorFlow loads and before any data or compilation.
+    config_checks.check_config(config)
+    existing = run_status.existing_run(config, workdir)
+  except errors.InputError as e:
+    raise SystemExit(f'lettercnn: error: {e}') from None
+  if existing is not None and existing['status'] in run_status.FINISHED:
+    print(f'already finished, nothing to train: {run_status.describe(existing)}')
+    return
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  from lettercnn import train
+  # pylint: enable=g-import-not-at-top
   # JAX owns the accelerators; TensorFlow only feeds data on the CPU.
   tf.config.experimental.set_visible_devices([], 'GPU')
   tfds.disable_progress_bar()
   _quiet_library_info_logs()
-  workdir = _WORKDIR.value or default_workdir(
-      config_flags.get_config_filename(FLAGS['config']))
-  logging.info('Workdir: %s', workdir)
-  print(f'workdir: {workdir}', flush=True)
   os.makedirs(workdir, exist_ok=True)
   try:
-    train.train_and_evaluate(FLAGS.config, workdir)
-  except errors.InputError as e:
+    status = train.train_and_evaluate(config, workdir)
+  except errors.InputError as e:  # A dataset folder or file that is unusable.
     raise SystemExit(f'lettercnn: error: {e}') from None
   except train.Preempted as e:
     logging.warning('%s', e)
     sys.exit(e.exit_code)
+  print(f'{workdir}: {run_status.describe(status)}')
 
 
 if __name__ == '__main__':

@@ -23,7 +23,6 @@ import optax
 
 from lettercnn import checkpointing
 from lettercnn import config_checks
-from lettercnn import errors
 from lettercnn import input_pipeline
 from lettercnn import models
 from lettercnn import progress
@@ -213,28 +212,6 @@ def _has_diverged(loss: float, reference_loss: float, factor: float) -> bool:
   return not math.isfinite(loss) or loss > factor * reference_loss
 
 
-def existing_run(config: ml_collections.ConfigDict,
-                 workdir: str) -> dict[str, Any] | None:
-  """The status of the run already in `workdir`, if any.
-
-  Raises InputError when that run has a different config: resuming it with
-  this one would silently mix two experiments.
-  """
-  status = run_status.read(workdir)
-  if status is None:
-    return None
-  differences = sorted(
-      key for key in set(status['config']) | set(config.keys())
-      if status['config'].get(key) != config.to_dict().get(key))
-  if differences:
-    shown = ', '.join(f'{k}: {status["config"].get(k)!r} there vs '
-                      f'{config.to_dict().get(k)!r} now' for k in differences)
-    raise errors.InputError(
-        f'workdir {workdir} holds a run of a different config ({shown}); '
-        'pass another --workdir, or delete that folder to start afresh')
-  return status
-
-
 def _final_status(status: dict[str, Any], config: ml_collections.ConfigDict,
                   num_classes: int) -> str:
   chance_points = 100.0 / num_classes
@@ -253,10 +230,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   start_time = time.monotonic()
   num_devices = config_checks.check_config(config)
-  status = existing_run(config, workdir)
+  status = run_status.existing_run(config, workdir)
   if status is not None and status['status'] in run_status.FINISHED:
-    logging.info('Run in %s already finished: %s at epoch %.2f, final %s.',
-                 workdir, status['status'], status['epoch'], status['final'])
+    logging.info('Run in %s already finished: %s.', workdir,
+                 run_status.describe(status))
     return status
   devices = jax.local_devices()[:num_devices]
   logging.info('Training on %d %s device(s), global batch %d.', num_devices,
@@ -391,6 +368,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run_status.write(workdir, status)
   writer.close()
   checkpointer.close()
-  logging.info('Run %s at step %d (epoch %.2f) in %.0f s.', status['status'],
-               step, status['epoch'], status['wall_time_s'])
+  logging.info('Run %s in %.0f s.', run_status.describe(status),
+               status['wall_time_s'])
   return status
