@@ -9,8 +9,9 @@ Training batches come shaped (devices, per_device_batch, H, W, C) so that
 the model applies DIGITS' input scale.
 """
 
+import fcntl
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ml_collections
 import numpy as np
@@ -37,17 +38,17 @@ def is_folder_dataset(name: str) -> bool:
 def load_splits(config: ml_collections.ConfigDict) -> splits.Splits:
   """Returns the raw train/validation splits of `config.dataset`."""
   if config.dataset == 'tombstone_letters':
-    builder = tombstone_letters.TombstoneLetters(
-        config=tombstone_letters.config_for(config.examples_per_class,
-                                            config.validation_fraction,
-                                            config.seed),
-        data_dir=config.data_dir)
+    builder_config = tombstone_letters.config_for(
+        config.examples_per_class, config.validation_fraction, config.seed)
+    builder = _prepared_builder(lambda: tombstone_letters.TombstoneLetters(
+        config=builder_config, data_dir=config.data_dir))
     return _tfds_splits(builder, 'train', 'validation')
   if is_folder_dataset(config.dataset):
     from lettercnn import folder_dataset  # pylint: disable=g-import-not-at-top
     return folder_dataset.load_folder_splits(config)
   try:
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    builder = _prepared_builder(
+        lambda: tfds.builder(config.dataset, data_dir=config.data_dir))
   except tfds.core.registered.DatasetNotFoundError as e:
     raise errors.InputError(
         f'dataset {config.dataset!r} is neither tombstone_letters, an existing '
@@ -57,9 +58,27 @@ def load_splits(config: ml_collections.ConfigDict) -> splits.Splits:
                       else 'test')
 
 
+def _prepared_builder(
+    make_builder: Callable[[], tfds.core.DatasetBuilder]
+) -> tfds.core.DatasetBuilder:
+  """A builder whose data is built, by this process or a concurrent one.
+
+  Runs of a sweep started together would race to build the same dataset;
+  a lock file beside it makes the later ones wait, then reuse it.
+  """
+  lock_path = os.fspath(make_builder().data_dir) + '.lock'
+  os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+  with open(lock_path, 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    # Made anew under the lock: a builder made before another process
+    # finished building would not see that process's dataset info.
+    builder = make_builder()
+    builder.download_and_prepare()
+  return builder
+
+
 def _tfds_splits(builder: tfds.core.DatasetBuilder, train_split: str,
                  validation_split: str) -> splits.Splits:
-  builder.download_and_prepare()
   info = builder.info
   label_feature = info.features['label']
 
