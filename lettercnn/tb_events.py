@@ -42,10 +42,15 @@ def drop_events_after(logdir: str, step: int) -> None:
                  len(records) - len(kept), step, path)
 
 
+def _step(step_and_value: tuple[int, float]) -> int:
+  return step_and_value[0]
+
+
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
-  """Every scalar in LOGDIR's event files, by tag: sorted (step, value) pairs.
+  """Every scalar in LOGDIR's event files, by tag: (step, value) pairs.
 
   Uses TensorBoard's own reader; clu writes scalars as tensor summaries.
+  Pairs are sorted by step, stably: a step logged twice keeps its order.
   """
   accumulator = event_accumulator.EventAccumulator(
       logdir, size_guidance={event_accumulator.TENSORS: 0,
@@ -57,7 +62,8 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
     values = [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
               for e in events if not e.tensor_proto.tensor_shape.dim]
     if values:
-      scalars[tag] = sorted(values)
+      scalars[tag] = sorted(values, key=_step)
   for tag in accumulator.Tags()['scalars']:
-    scalars[tag] = sorted((e.step, e.value) for e in accumulator.Scalars(tag))
+    scalars[tag] = sorted(
+        ((e.step, e.value) for e in accumulator.Scalars(tag)), key=_step)
   return scalars

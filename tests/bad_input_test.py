@@ -1,0 +1,76 @@
+"""Bad input: one clear error line, non-zero exit, nothing built or deleted."""
+
+import os
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+import pytest
+
+
+def _main(*args, workdir):
+  return subprocess.run(
+      [sys.executable, '-m', 'lettercnn.main', f'--workdir={workdir}', *args],
+      cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+
+
+def _error_lines(result):
+  return [l for l in result.stderr.splitlines() if 'error' in l.lower()]
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.learning_rate=0', 'learning_rate=0.0 must be a positive finite'),
+    ('--config.learning_rate=-0.1', 'learning_rate=-0.1 must be a positive'),
+    ('--config.learning_rate=nan', 'learning_rate=nan must be a positive'),
+    ('--config.learning_rate=inf', 'learning_rate=inf must be a positive'),
+    ('--config.batch_size=0', 'batch_size=0 must be an integer >= 1'),
+    ('--config.batch_size=3', 'batch_size=3 does not divide over 2 devices'),
+    ('--config.num_epochs=0', 'num_epochs=0 must be an integer >= 1'),
+    ('--config.lr_decay_factor=0', 'lr_decay_factor=0.0 must be in (0, 1]'),
+    ('--config.lr_decay_factor=1.5', 'lr_decay_factor=1.5 must be in (0, 1]'),
+    ('--config.lr_decay_every_epochs=0',
+     'lr_decay_every_epochs=0 must be an integer >= 1'),
+    ('--config.num_devices=3', 'num_devices=3 but 2 local device(s)'),
+    ('--config.colour=1', "unknown config field 'colour'"),
+])
+def test_bad_config_is_one_line_before_any_work(override, message, tmp_path):
+  data_dir = tmp_path / 'data'
+  result = _main('--config=configs/lr_1e-4.py', override,
+                 f'--config.data_dir={data_dir}', workdir=tmp_path / 'run')
+  assert result.returncode != 0
+  [line] = _error_lines(result)
+  assert line.startswith(f'lettercnn: error: {message}')
+  assert not data_dir.exists()  # No dataset was built.
+  assert not (tmp_path / 'run').exists()
+
+
+def test_missing_config_file(tmp_path):
+  result = _main('--config=configs/lr_5e-4.py', workdir=tmp_path)
+  assert result.returncode != 0
+  assert _error_lines(result) == [
+      "lettercnn: error: config file 'configs/lr_5e-4.py' does not exist"]
+
+
+def test_config_file_without_get_config(tmp_path):
+  path = tmp_path / 'broken.py'
+  path.write_text('learning_rate = 1e-4\n')
+  result = _main(f'--config={path}', workdir=tmp_path / 'run')
+  assert result.returncode != 0
+  assert _error_lines(result) == [
+      f"lettercnn: error: config file '{path}' does not define get_config()"]
+
+
+def test_workdir_of_another_config_is_refused_and_kept(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'status.json').write_text(
+      '{"status": "running", "config": {"learning_rate": 0.001}}')
+  (workdir / 'notes.txt').write_text('mine')
+  result = _main('--config=configs/lr_1e-4.py', workdir=workdir)
+  assert result.returncode != 0
+  [line] = _error_lines(result)
+  assert line.startswith(f'lettercnn: error: workdir {workdir} holds a run of '
+                         'a different config (')
+  assert 'learning_rate: 0.001 there vs 0.0001 now' in line
+  assert 'delete that folder to start afresh' in line
+  assert sorted(os.listdir(workdir)) == ['notes.txt', 'status.json']

@@ -1,0 +1,276 @@
+"""Tests of lettercnn.report on fake run directories.
+
+Runs are faked the way lettercnn.main writes them: scalars through clu's
+default writer (TensorBoard tensor summaries) plus a status.json.
+"""
+
+import csv
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+from clu import metric_writers
+from PIL import Image
+import pytest
+
+from lettercnn import report
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS_PER_EPOCH = 4
+NUM_CLASSES = 10
+PLOTS = ('train_loss.png', 'train_accuracy.png', 'curves.png',
+         'accuracy_vs_lr.png')
+
+
+def write_events(run_dir: pathlib.Path, epochs: int, train_losses, train_accs,
+                 val_accs, learning_rate: float, start_epoch: int = 0) -> None:
+  """Writes two interval scalars per epoch and the epoch-end scalars."""
+  writer = metric_writers.create_default_writer(str(run_dir))
+  half = STEPS_PER_EPOCH // 2
+  for epoch in range(start_epoch, epochs):
+    loss, acc, val = train_losses[epoch], train_accs[epoch], val_accs[epoch]
+    end = (epoch + 1) * STEPS_PER_EPOCH
+    writer.write_scalars(end - half, {
+        'train_loss': loss * 1.1, 'train_accuracy': acc * 0.9,
+        'learning_rate': learning_rate})
+    writer.write_scalars(end, {
+        'train_loss': loss, 'train_accuracy': acc,
+        'learning_rate': learning_rate, 'epoch_train_loss': loss,
+        'epoch_train_accuracy': acc, 'val_loss': loss * 1.2,
+        'val_accuracy': val})
+  writer.flush()
+  writer.close()
+
+
+def write_status(run_dir: pathlib.Path, status: str, learning_rate: float,
+                 epoch: float, final: dict[str, float | None],
+                 best: dict[str, float] | None, num_epochs: int = 3) -> None:
+  run_dir.mkdir(parents=True, exist_ok=True)
+  (run_dir / 'status.json').write_text(json.dumps({
+      'status': status, 'step': int(epoch * STEPS_PER_EPOCH), 'epoch': epoch,
+      'num_epochs': num_epochs, 'steps_per_epoch': STEPS_PER_EPOCH,
+      'final': final, 'best': best, 'num_classes': NUM_CLASSES,
+      'wall_time_s': 1.0, 'config': {'learning_rate': learning_rate},
+  }))
+
+
+def make_finished_run(sweep_dir: pathlib.Path, name: str, learning_rate: float,
+                      status: str, val_accs: list[float]) -> None:
+  """A 3-epoch run whose status.json agrees with its events."""
+  run_dir = sweep_dir / name
+  losses, accs = [2.0, 1.0, 0.5], [0.3, 0.6, 0.9]
+  write_events(run_dir, 3, losses, accs, val_accs, learning_rate)
+  best = max(range(3), key=lambda i: val_accs[i])
+  write_status(
+      run_dir, status, learning_rate, 3.0,
+      {'train_loss': losses[-1], 'train_accuracy': accs[-1],
+       'val_loss': losses[-1] * 1.2, 'val_accuracy': val_accs[-1]},
+      {'val_accuracy': val_accs[best], 'epoch': best + 1})
+
+
+def make_diverged_run(sweep_dir: pathlib.Path) -> None:
+  """lr 1e-1: finite for an epoch and a half, then the loss is nan."""
+  run_dir = sweep_dir / 'lr_1e-1'
+  writer = metric_writers.create_default_writer(str(run_dir))
+  writer.write_scalars(2, {'train_loss': 2.3, 'train_accuracy': 0.1,
+                           'learning_rate': 0.1})
+  writer.write_scalars(4, {'train_loss': 40.0, 'train_accuracy': 0.1,
+                           'learning_rate': 0.1, 'epoch_train_loss': 20.0,
+                           'epoch_train_accuracy': 0.1, 'val_loss': 50.0,
+                           'val_accuracy': 0.1})
+  writer.write_scalars(6, {'train_loss': float('nan'),
+                           'train_accuracy': 0.1, 'learning_rate': 0.1})
+  writer.flush()
+  writer.close()
+  # A high best accuracy that must not make a diverged rate the best one.
+  write_status(run_dir, 'diverged', 0.1, 1.5,
+               {'train_loss': float('nan'), 'train_accuracy': 0.1,
+                'val_loss': None, 'val_accuracy': 0.1},
+               {'val_accuracy': 0.99, 'epoch': 1})
+
+
+@pytest.fixture(scope='module')
+def sweep(tmp_path_factory) -> pathlib.Path:
+  """Four rates: diverged, not converged, best (1e-4), worse (1e-5)."""
+  sweep_dir = tmp_path_factory.mktemp('sweep')
+  make_diverged_run(sweep_dir)
+  make_finished_run(sweep_dir, 'lr_1e-2', 1e-2, 'not_converged',
+                    [0.1, 0.12, 0.11])
+  make_finished_run(sweep_dir, 'lr_1e-4', 1e-4, 'converged',
+                    [0.5, 0.94, 0.93])
+  make_finished_run(sweep_dir, 'lr_1e-5', 1e-5, 'converged', [0.4, 0.6, 0.8])
+  (sweep_dir / 'notes.txt').write_text('not a run')
+  (sweep_dir / 'empty_subdir').mkdir()
+  return sweep_dir
+
+
+def run_main(sweep_dir: pathlib.Path, capsys) -> tuple[int, str, str]:
+  code = report.main([str(sweep_dir)])
+  captured = capsys.readouterr()
+  return code, captured.out, captured.err
+
+
+def read_csv(sweep_dir: pathlib.Path) -> list[dict[str, str]]:
+  with (sweep_dir / 'summary.csv').open(newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def assert_plots_are_images(sweep_dir: pathlib.Path) -> None:
+  for name in PLOTS:
+    path = sweep_dir / name
+    assert path.stat().st_size > 0, name
+    with Image.open(path) as image:
+      image.verify()
+    with Image.open(path) as image:
+      assert image.format == 'PNG'
+      assert image.size[0] > 100 and image.size[1] > 100
+
+
+def test_full_sweep_table_best_rate_and_plots(sweep, capsys):
+  code, out, err = run_main(sweep, capsys)
+  assert code == 0, err
+
+  rows = read_csv(sweep)
+  assert [r['run'] for r in rows] == ['lr_1e-1', 'lr_1e-2', 'lr_1e-4',
+                                     'lr_1e-5']
+  assert tuple(rows[0]) == report.CSV_COLUMNS
+  assert [float(r['learning_rate']) for r in rows] == [0.1, 1e-2, 1e-4, 1e-5]
+  assert [r['status'] for r in rows] == ['diverged', 'not_converged',
+                                        'converged', 'converged']
+  best = rows[2]
+  assert float(best['final_train_loss']) == pytest.approx(0.5)
+  assert float(best['final_train_accuracy']) == pytest.approx(0.9)
+  assert float(best['final_val_accuracy']) == pytest.approx(0.93)
+  assert float(best['best_val_accuracy']) == pytest.approx(0.94)
+  assert float(best['best_val_epoch']) == 2
+  assert float(best['epochs_run']) == 3
+  assert int(best['num_epochs']) == 3
+  diverged = rows[0]
+  assert math.isnan(float(diverged['final_train_loss']))
+  assert float(diverged['epochs_run']) == 1.5
+  # Null in status.json: the last logged value fills in.
+  assert float(diverged['final_val_loss']) == 50.0
+
+  summary = (sweep / 'summary.md').read_text()
+  for text in (out, summary):
+    assert 'Best learning rate: 1e-4 (lr_1e-4' in text
+    assert '94.0%' in text
+    assert 'ties go to' in text
+    assert '| lr_1e-1 | 1e-1 | diverged |' in text
+  assert 'Chance level: 10.0%' in summary
+  assert 'Not finished' not in summary
+  assert '![Training curves](curves.png)' in summary
+  assert_plots_are_images(sweep)
+
+
+def test_diverged_curve_keeps_nan_and_ends_where_it_diverged(sweep):
+  run = report.load_run(sweep / 'lr_1e-1')
+  assert run is not None and run.diverged
+  assert list(run.train_loss.epochs) == [0.5, 1.0, 1.5]
+  assert math.isnan(run.train_loss.values[-1])
+  assert run.learning_rate == 0.1
+
+
+def test_partial_sweep_without_status_or_final_values(tmp_path, capsys):
+  # Running: status.json with null finals; values come from the events.
+  write_events(tmp_path / 'lr_1e-3', 2, [1.5, 0.7], [0.5, 0.8], [0.6, 0.7],
+               1e-3)
+  write_status(tmp_path / 'lr_1e-3', 'running', 1e-3, 2.0,
+               {'train_loss': None, 'train_accuracy': None,
+                'val_loss': None, 'val_accuracy': None}, None, num_epochs=30)
+  # Just started: events only, the rate is the logged one.
+  write_events(tmp_path / 'lr_1e-6', 1, [2.2], [0.15], [0.2], 1e-6)
+  # Not started: neither file, so not a run.
+  (tmp_path / 'lr_1e-7').mkdir()
+
+  code, out, err = run_main(tmp_path, capsys)
+  assert code == 0, err
+
+  rows = read_csv(tmp_path)
+  assert [r['run'] for r in rows] == ['lr_1e-3', 'lr_1e-6']
+  running, started = rows
+  assert running['status'] == 'running'
+  assert float(running['final_train_loss']) == pytest.approx(0.7)
+  assert float(running['final_train_accuracy']) == pytest.approx(0.8)
+  assert float(running['best_val_accuracy']) == pytest.approx(0.7)
+  assert float(running['best_val_epoch']) == 2
+  assert started['status'] == report.UNKNOWN_STATUS
+  assert float(started['learning_rate']) == pytest.approx(1e-6)
+  assert float(started['epochs_run']) == 1
+  assert started['num_epochs'] == ''
+  assert '2 / 30' in out
+  assert 'Best learning rate: 1e-3' in out
+  assert 'Not finished yet (lr_1e-3, lr_1e-6)' in (
+      tmp_path / 'summary.md').read_text()
+  assert_plots_are_images(tmp_path)
+
+
+def test_resumed_run_later_value_wins(tmp_path):
+  run_dir = tmp_path / 'lr_1e-4'
+  write_events(run_dir, 2, [1.0, 0.9], [0.5, 0.6], [0.5, 0.6], 1e-4)
+  # Resumed from the end of epoch 1: epoch 2 is logged again, better.
+  write_events(run_dir, 3, [1.0, 0.4, 0.3], [0.5, 0.8, 0.85],
+               [0.5, 0.8, 0.82], 1e-4, start_epoch=1)
+  run = report.load_run(run_dir)
+  assert run.best_val_accuracy == pytest.approx(0.82)
+  assert run.best_val_epoch == 3
+  assert list(run.train_loss.epochs) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+  assert run.train_loss.values[3] == pytest.approx(0.4)
+
+
+def test_best_run_ties_and_diverged():
+  def run(name, lr, status, best_val, final_train):
+    return report.RunSummary(
+        name=name, learning_rate=lr, status=status, final_train_loss=None,
+        final_train_accuracy=final_train, final_val_loss=None,
+        final_val_accuracy=None, best_val_accuracy=best_val,
+        best_val_epoch=None, epochs_run=None, num_epochs=None,
+        num_classes=None, train_loss=None, train_accuracy=None)
+
+  assert report.best_run([
+      run('a', 1e-1, 'diverged', 0.99, 0.99),
+      run('b', 1e-3, 'converged', 0.9, 0.8),
+      run('c', 1e-4, 'converged', 0.9, 0.95),
+      run('d', 1e-5, 'converged', 0.9, 0.95),
+  ]).name == 'c'
+  assert report.best_run([run('a', 1e-1, 'diverged', 0.5, 0.5),
+                          run('b', 1e-2, 'running', None, 0.2)]) is None
+
+
+@pytest.mark.parametrize('lr, text', [(1e-4, '1e-4'), (0.1, '1e-1'),
+                                      (2.5e-3, '2.5e-3'), (None, '?')])
+def test_format_lr(lr, text):
+  assert report.format_lr(lr) == text
+
+
+def test_not_a_sweep_gives_one_line_error(tmp_path, capsys):
+  (tmp_path / 'empty').mkdir()
+  foreign = tmp_path / 'foreign'
+  (foreign / 'photos').mkdir(parents=True)
+  (foreign / 'photos' / 'a.jpg').write_bytes(b'\xff\xd8')
+  (foreign / 'readme.txt').write_text('hello')
+  single = tmp_path / 'single_run'
+  write_status(single, 'converged', 1e-4, 3.0, {}, None)
+
+  for path, message in ((tmp_path / 'empty', 'No training runs in'),
+                        (foreign, 'No training runs in'),
+                        (tmp_path / 'missing', 'is not a directory'),
+                        (single, 'single run')):
+    code, out, err = run_main(path, capsys)
+    assert code == 1, path
+    assert out == ''
+    assert message in err
+    assert err.count('\n') == 1, err
+  assert not list((tmp_path / 'empty').iterdir())
+
+
+def test_cli_empty_dir_exits_non_zero_without_traceback(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'lettercnn.report', str(tmp_path)],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  assert result.stderr.strip().startswith('report: No training runs in')
+  assert result.stdout == ''

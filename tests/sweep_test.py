@@ -1,0 +1,268 @@
+"""Tests of scripts/sweep_lr.sh and scripts/sweep_lr_slurm.sh.
+
+The fast tests replace the trainer with a fake interpreter (PYTHON) that
+records its arguments and writes status.json; one end-to-end test runs a tiny
+real sweep through lettercnn.main and lettercnn.report.
+"""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+from PIL import Image
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr.sh'
+SLURM_SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr_slurm.sh'
+
+# Stands in for `python`: `-m lettercnn.main` records its arguments and times
+# in the workdir, writes status "running", sleeps, then fails if the config
+# name contains "fail" or writes status "converged"; `-m lettercnn.report`
+# just says so; anything else (the sweep's status.json reader) runs Python.
+FAKE_PYTHON = """#!/usr/bin/env bash
+set -eu
+if [[ "$1 $2" == "-m lettercnn.main" ]]; then
+  shift 2
+  for arg in "$@"; do
+    case "${arg}" in
+      --workdir=*) workdir="${arg#--workdir=}" ;;
+      --config=*) config="${arg#--config=}" ;;
+    esac
+  done
+  echo $$ >"${workdir}/pid"
+  printf '%s\\n' "$@" >"${workdir}/args.txt"
+  echo "PYTHONPATH=${PYTHONPATH}" >>"${workdir}/args.txt"
+  date +%s.%N >"${workdir}/start"
+  echo '{"status": "running"}' >"${workdir}/status.json"
+  sleep "${FAKE_SECONDS:-0}"
+  date +%s.%N >"${workdir}/end"
+  case "$(basename "${config}")" in
+    *fail*) echo "training blew up"; exit 3 ;;
+  esac
+  echo '{"status": "converged"}' >"${workdir}/status.json"
+  exit 0
+fi
+if [[ "$1 $2" == "-m lettercnn.report" ]]; then
+  echo "fake report of $3"
+  exit 0
+fi
+exec REAL_PYTHON "$@"
+"""
+
+
+@pytest.fixture
+def fake_python(tmp_path) -> pathlib.Path:
+  path = tmp_path / 'fake_python'
+  path.write_text(FAKE_PYTHON.replace('REAL_PYTHON', sys.executable))
+  path.chmod(0o755)
+  return path
+
+
+@pytest.fixture
+def configs(tmp_path) -> list[pathlib.Path]:
+  """Three configs; training the last one fails."""
+  config_dir = tmp_path / 'configs'
+  config_dir.mkdir()
+  paths = [config_dir / f'{name}.py' for name in ('lr_a', 'lr_b', 'lr_fail')]
+  for path in paths:
+    path.write_text('# fake\n')
+  return paths
+
+
+def run_sweep(args, env_updates: dict[str, str], cwd=REPO_ROOT,
+              script=SWEEP, timeout=60) -> subprocess.CompletedProcess:
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(env_updates)
+  return subprocess.run(['bash', str(script), *map(str, args)], cwd=cwd,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def read_times(workdir: pathlib.Path) -> tuple[float, float]:
+  return (float((workdir / 'start').read_text()),
+          float((workdir / 'end').read_text()))
+
+
+def test_runs_all_configs_collects_failures_and_reports(
+    tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep(
+      [sweep_dir, '--config.num_epochs=2', '--config.data_dir=/d'],
+      {'PYTHON': str(fake_python), 'CONFIGS': ' '.join(map(str, configs))})
+
+  assert result.returncode == 1, result.stderr
+  for stem in ('lr_a', 'lr_b', 'lr_fail'):
+    args = (sweep_dir / stem / 'args.txt').read_text().splitlines()
+    assert args[:4] == [
+        f'--config={tmp_path}/configs/{stem}.py',
+        f'--workdir={sweep_dir}/{stem}',
+        '--config.num_epochs=2', '--config.data_dir=/d']
+    assert args[4].startswith(f'PYTHONPATH={REPO_ROOT}')
+  assert 'training blew up' in (sweep_dir / 'lr_fail' / 'log.txt').read_text()
+  assert '[sweep] lr_a: converged' in result.stdout
+  assert f'fake report of {sweep_dir}' in result.stdout
+  assert '1 run(s) failed' in result.stderr
+  assert 'lr_fail (exit 3' in result.stderr
+  # Sequential by default.
+  assert read_times(sweep_dir / 'lr_a')[1] <= read_times(
+      sweep_dir / 'lr_b')[0]
+
+
+def test_skips_finished_runs_and_relaunches_unfinished(
+    tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  for stem, status in (('lr_a', 'diverged'), ('lr_b', 'running')):
+    (sweep_dir / stem).mkdir(parents=True)
+    (sweep_dir / stem / 'status.json').write_text(
+        json.dumps({'status': status}))
+  result = run_sweep([sweep_dir, '--no-report'], {
+      'PYTHON': str(fake_python),
+      'CONFIGS': ' '.join(map(str, configs[:2]))})
+
+  assert result.returncode == 0, result.stderr
+  assert 'lr_a: already finished (diverged), skipped' in result.stdout
+  assert not (sweep_dir / 'lr_a' / 'args.txt').exists()
+  assert (sweep_dir / 'lr_b' / 'args.txt').exists()
+  assert 'fake report' not in result.stdout
+
+
+def test_parallel_runs_overlap(tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep([sweep_dir, '-j', '2', '--no-report'], {
+      'PYTHON': str(fake_python), 'FAKE_SECONDS': '3',
+      'CONFIGS': ' '.join(map(str, configs[:2]))})
+
+  assert result.returncode == 0, result.stderr
+  start_a, end_a = read_times(sweep_dir / 'lr_a')
+  start_b, _ = read_times(sweep_dir / 'lr_b')
+  assert start_a < start_b < end_a
+
+
+def test_interrupt_stops_runs(tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(PYTHON=str(fake_python), FAKE_SECONDS='20',
+             CONFIGS=' '.join(map(str, configs[:2])))
+  sweep = subprocess.Popen(['bash', str(SWEEP), str(sweep_dir), '-j', '2'],
+                           env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  pid_files = [sweep_dir / stem / 'pid' for stem in ('lr_a', 'lr_b')]
+  deadline = time.monotonic() + 30
+  while not all(p.exists() and p.read_text() for p in pid_files):
+    assert time.monotonic() < deadline, 'runs did not start'
+    time.sleep(0.2)
+  sweep.send_signal(signal.SIGINT)
+  _, err = sweep.communicate(timeout=30)
+
+  assert sweep.returncode == 130
+  assert 'interrupted' in err
+  for path in pid_files:
+    run_pid = int(path.read_text())
+    with pytest.raises(ProcessLookupError):
+      os.kill(run_pid, 0)
+
+
+@pytest.mark.parametrize('args, env, message', [
+    ([], {}, 'Usage:'),
+    (['a', 'b'], {}, 'more than one SWEEP_DIR'),
+    (['a', '-j', '0'], {}, '-j needs a positive integer'),
+    (['a', '-x'], {}, 'unknown option -x'),
+    (['a'], {'CONFIGS': 'configs/lr_nope.py'}, 'CONFIGS names a missing file'),
+    (['a'], {'PYTHON': 'no-such-python'}, "no Python interpreter"),
+])
+def test_bad_arguments(tmp_path, args, env, message):
+  result = run_sweep(args, env, cwd=tmp_path)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert not (tmp_path / 'a').exists()
+
+
+def test_slurm_task_runs_its_config(tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  env = {'PYTHON': str(fake_python), 'SLURM_ARRAY_TASK_ID': '1',
+         'CONFIGS': ' '.join(map(str, configs))}
+  result = run_sweep([sweep_dir, '--config.seed=3'], env,
+                     script=SLURM_SWEEP)
+
+  assert result.returncode == 0, result.stderr
+  assert [p.name for p in sweep_dir.iterdir()] == ['lr_b']
+  assert '--config.seed=3' in (sweep_dir / 'lr_b' / 'args.txt').read_text()
+  assert 'fake report' not in result.stdout
+
+  env['SLURM_ARRAY_TASK_ID'] = '3'
+  result = run_sweep([sweep_dir], env, script=SLURM_SWEEP)
+  assert result.returncode == 2
+  assert 'use --array=0-2' in result.stderr
+
+
+def test_slurm_task_default_configs_are_the_sorted_lr_files(
+    tmp_path, fake_python):
+  sweep_dir = tmp_path / 'sweep'
+  expected = sorted(p.stem for p in (REPO_ROOT / 'configs').glob('lr_*.py'))
+  result = run_sweep([sweep_dir], {
+      'PYTHON': str(fake_python), 'SLURM_ARRAY_TASK_ID': '0',
+      'SLURM_SUBMIT_DIR': str(REPO_ROOT)}, cwd=tmp_path, script=SLURM_SWEEP)
+
+  assert result.returncode == 0, result.stderr
+  assert [p.name for p in sweep_dir.iterdir()] == [expected[0]]
+
+
+# --- End to end -----------------------------------------------------------
+
+DIVERGING_CONFIG = '''"""A learning rate no network survives."""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.learning_rate = 100.0
+  return config
+'''
+TINY = ['--config.examples_per_class=8', '--config.num_epochs=2',
+        '--config.image_size=28', '--config.log_every_steps=4',
+        '--config.num_devices=1']
+
+
+def test_tiny_real_sweep(tmp_path):
+  diverging = tmp_path / 'lr_1e2.py'
+  diverging.write_text(DIVERGING_CONFIG)
+  sweep_dir = tmp_path / 'sweep'
+  env = {'PYTHON': sys.executable,
+         'CONFIGS': f'configs/lr_1e-4.py {diverging}'}
+  args = [sweep_dir, '-j', '2', *TINY, f'--config.data_dir={tmp_path}/data']
+  result = run_sweep(args, env, timeout=300)
+  assert result.returncode == 0, result.stdout + result.stderr
+
+  statuses = {
+      stem: json.loads((sweep_dir / stem / 'status.json').read_text())
+      for stem in ('lr_1e2', 'lr_1e-4')}
+  assert statuses['lr_1e2']['status'] == 'diverged'
+  assert statuses['lr_1e-4']['status'] in ('converged', 'not_converged')
+  assert statuses['lr_1e-4']['epoch'] == 2
+
+  with (sweep_dir / 'summary.csv').open(newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert [r['run'] for r in rows] == ['lr_1e2', 'lr_1e-4']
+  assert [float(r['learning_rate']) for r in rows] == [100.0, 1e-4]
+  assert [r['status'] for r in rows] == [
+      s['status'] for s in statuses.values()]
+  assert float(rows[1]['best_val_accuracy']) == pytest.approx(
+      statuses['lr_1e-4']['best']['val_accuracy'])
+  assert 'Best learning rate: 1e-4' in result.stdout
+  for name in ('train_loss.png', 'train_accuracy.png', 'curves.png',
+               'accuracy_vs_lr.png'):
+    with Image.open(sweep_dir / name) as image:
+      image.verify()
+  assert 'lettercnn.main' in (sweep_dir / 'lr_1e-4' / 'log.txt').read_text()
+
+  # Everything finished: a rerun trains nothing.
+  rerun = run_sweep([*args, '--no-report'], env, timeout=60)
+  assert rerun.returncode == 0, rerun.stderr
+  assert rerun.stdout.count('already finished') == 2
+  assert (sweep_dir / 'lr_1e-4' / 'log.txt').read_text().count('=== ') == 1
