@@ -30,9 +30,13 @@ STEPS_PER_CHUNK = 64
 
 
 def is_folder_dataset(name: str) -> bool:
-  """Whether `config.dataset` names a folder rather than a TFDS dataset."""
+  """Whether `config.dataset` names a folder rather than a TFDS dataset.
+
+  An existing folder, or anything written as a path ('./x', '/x', '~/x'), so
+  that a mistyped path gets the folder's error; 'name/config' is TFDS'.
+  """
   return os.path.isdir(os.path.expanduser(name)) or name.startswith(
-      ('.', '/', '~')) or os.sep in name
+      ('.', '/', '~'))
 
 
 def load_splits(config: ml_collections.ConfigDict) -> splits.Splits:
@@ -40,28 +44,32 @@ def load_splits(config: ml_collections.ConfigDict) -> splits.Splits:
   if config.dataset == 'tombstone_letters':
     builder_config = tombstone_letters.config_for(
         config.examples_per_class, config.validation_fraction, config.seed)
-    builder = _prepared_builder(lambda: tombstone_letters.TombstoneLetters(
+    builder = _built_once(lambda: tombstone_letters.TombstoneLetters(
         config=builder_config, data_dir=config.data_dir))
     return _tfds_splits(builder, 'train', 'validation')
   if is_folder_dataset(config.dataset):
     from lettercnn import folder_dataset  # pylint: disable=g-import-not-at-top
     return folder_dataset.load_folder_splits(config)
   try:
-    builder = _prepared_builder(
-        lambda: tfds.builder(config.dataset, data_dir=config.data_dir))
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise errors.InputError(
         f'dataset {config.dataset!r} is neither tombstone_letters, an existing '
         'folder, nor a TFDS catalog name') from e
+  if not builder.is_prepared():
+    raise errors.InputError(
+        f'TFDS dataset {config.dataset!r} is not prepared in {builder.data_dir}'
+        ' and lettercnn downloads nothing: build it where the internet is '
+        'reachable (`tfds build NAME`) and copy it there, or set data_dir')
   return _tfds_splits(builder, 'train',
                       'validation' if 'validation' in builder.info.splits
                       else 'test')
 
 
-def _prepared_builder(
+def _built_once(
     make_builder: Callable[[], tfds.core.DatasetBuilder]
 ) -> tfds.core.DatasetBuilder:
-  """A builder whose data is built, by this process or a concurrent one.
+  """A generated dataset's builder, built by this process or a concurrent one.
 
   Runs of a sweep started together would race to build the same dataset;
   a lock file beside it makes the later ones wait, then reuse it.
