@@ -125,6 +125,10 @@ class Pipeline:
 
   def __init__(self, config: ml_collections.ConfigDict, num_devices: int):
     self.splits = load_splits(config)
+    if self.splits.num_train < config.batch_size:
+      raise errors.InputError(
+          f'batch_size={config.batch_size} exceeds the {self.splits.num_train}'
+          f' training images of {config.dataset}; use a smaller batch_size')
     self.num_devices = num_devices
     self.batch_size = config.batch_size
     self.seed = config.seed

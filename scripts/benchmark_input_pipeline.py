@@ -1,0 +1,179 @@
+"""Measures whether the input pipeline keeps ahead of the train step it feeds.
+
+Prints, in images per second (median over --repeats, the measurements taking
+turns so that a change in machine load hits them all alike):
+  * the pipeline alone: one epoch of `Pipeline.train_batches`, on the host;
+  * the pipeline with the host-to-device transfer of the train loop,
+    `flax.jax_utils.prefetch_to_device(batches, 2, devices)`;
+  * the train step: the real pmap-ed `train.train_step` at batch size 1 (the
+    default config's), on batches already on the device;
+and states PASS when the pipeline, transfer included, delivers at least ten
+times as many images per second as the step consumes, else FAIL.
+
+The first epoch decodes the stored images and fills the pipeline's in-memory
+cache; it is timed and shown apart, and the repeats read the cache, as every
+later epoch of a run does. The pipeline and the step are timed one after the
+other, so neither competes with the other for the host's cores here.
+
+Run from the repository root:
+
+  python scripts/benchmark_input_pipeline.py [--examples_per_class=700]
+      [--data_dir=DIR] [--steps=1000] [--repeats=3]
+"""
+
+import itertools
+import os
+import statistics
+import sys
+import time
+from typing import Iterable, Iterator
+
+from absl import app
+from absl import flags
+from absl import logging
+from flax import jax_utils
+import jax
+import ml_collections
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top
+from configs import default
+from lettercnn import input_pipeline
+from lettercnn import models
+from lettercnn import train
+# pylint: enable=g-import-not-at-top
+
+_EXAMPLES_PER_CLASS = flags.DEFINE_integer(
+    'examples_per_class', 700,
+    'Images per letter of the tombstone_letters dataset (700: the real one).')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None,
+    'TFDS data dir the dataset is built into once (default: TFDS default).')
+_STEPS = flags.DEFINE_integer('steps', 1000, 'Train steps timed per repeat.')
+_REPEATS = flags.DEFINE_integer(
+    'repeats', 3, 'Repeats of each measurement; the median is reported.')
+
+# The pipeline must deliver this many times the images the step consumes.
+_REQUIRED_RATIO = 10.0
+# Distinct on-device batches the timed train steps cycle through.
+_DEVICE_BATCHES = 256
+# Steps run before timing, to compile the step.
+_WARMUP_STEPS = 3
+
+
+def _config() -> ml_collections.ConfigDict:
+  """The default experiment (batch size 1) on the benchmark's dataset."""
+  config = default.get_config()
+  config.examples_per_class = _EXAMPLES_PER_CLASS.value
+  config.data_dir = _DATA_DIR.value
+  config.num_devices = 1
+  return config
+
+
+def _drain(batches: Iterable[input_pipeline.Batch]) -> int:
+  """Consumes `batches`, waiting for any device copies; returns their count."""
+  count = 0
+  last = None
+  for last in batches:
+    count += 1
+  jax.block_until_ready(last)
+  return count
+
+
+def _to_devices(batches: Iterator[input_pipeline.Batch],
+                devices: list[jax.Device]) -> Iterator[input_pipeline.Batch]:
+  """The batches as the train loop receives them."""
+  return jax_utils.prefetch_to_device(batches, 2, devices)
+
+
+def pipeline_rate(pipeline: input_pipeline.Pipeline, epoch: int,
+                  devices: list[jax.Device] | None = None) -> float:
+  """Images/s of one epoch of training batches, copied to `devices` if given."""
+  start = time.perf_counter()
+  batches = pipeline.train_batches(epoch)
+  if devices is not None:
+    batches = _to_devices(batches, devices)
+  num_batches = _drain(batches)
+  return num_batches * pipeline.batch_size / (time.perf_counter() - start)
+
+
+class TrainStepBenchmark:
+  """The train loop's pmap-ed step and state, fed batches already on device."""
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               pipeline: input_pipeline.Pipeline, devices: list[jax.Device]):
+    self._batch_size = config.batch_size
+    schedule = train.create_learning_rate_schedule(config,
+                                                   pipeline.steps_per_epoch)
+    model = models.create_model(config.model, pipeline.splits.num_classes)
+    channels = 1 if config.grayscale else 3
+    state = train.create_train_state(
+        jax.random.key(config.seed), model,
+        (config.image_size, config.image_size, channels),
+        train.create_optimizer(config, schedule))
+    self._state = jax_utils.replicate(state, devices)
+    self._metrics = jax_utils.replicate(train.TrainMetrics.empty(), devices)
+    self._step = jax.pmap(train.train_step, axis_name='batch', devices=devices,
+                          donate_argnums=(0, 1))
+    self._batches = list(_to_devices(
+        itertools.islice(pipeline.train_batches(0), _DEVICE_BATCHES), devices))
+    self._run(_WARMUP_STEPS)
+
+  def _run(self, steps: int) -> None:
+    for i in range(steps):
+      self._state, self._metrics = self._step(
+          self._state, self._metrics, self._batches[i % len(self._batches)])
+    jax.block_until_ready((self._state, self._metrics))
+
+  def rate(self, steps: int) -> float:
+    """Images/s of `steps` train steps."""
+    start = time.perf_counter()
+    self._run(steps)
+    return steps * self._batch_size / (time.perf_counter() - start)
+
+
+def _report(cold: float, host: float, transferred: float, step: float,
+            batch_size: int) -> str:
+  """The figures as a table, with the verdict on its last line."""
+  ratio = transferred / step
+  verdict = 'PASS' if ratio >= _REQUIRED_RATIO else 'FAIL'
+  backend = jax.default_backend()
+  return '\n'.join([
+      f'input pipeline, first epoch (decode + cache): {cold:12,.0f} images/s',
+      f'input pipeline, host batches:                 {host:12,.0f} images/s',
+      f'input pipeline + prefetch_to_device:          '
+      f'{transferred:12,.0f} images/s',
+      f'train step, batch {batch_size} ({backend}):'.ljust(46)
+      + f'{step:12,.0f} images/s',
+      f'pipeline / train step: {host / step:.1f}x on the host, '
+      f'{ratio:.1f}x with the transfer',
+      f'{verdict}: the pipeline with the transfer is {ratio:.1f}x the step '
+      f'(needs >= {_REQUIRED_RATIO:g}x)',
+  ])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _config()
+  devices = jax.local_devices()[:config.num_devices]
+  pipeline = input_pipeline.Pipeline(config, len(devices))
+  logging.info('%d training images, batch size %d, %d steps per epoch.',
+               pipeline.splits.num_train, pipeline.batch_size,
+               pipeline.steps_per_epoch)
+  cold = pipeline_rate(pipeline, epoch=0)
+  benchmark = TrainStepBenchmark(config, pipeline, devices)
+  host, transferred, step = [], [], []
+  for repeat in range(_REPEATS.value):
+    host.append(pipeline_rate(pipeline, epoch=1 + repeat))
+    transferred.append(pipeline_rate(pipeline, epoch=1 + repeat,
+                                     devices=devices))
+    step.append(benchmark.rate(_STEPS.value))
+    logging.info('Repeat %d: %.0f, %.0f and %.0f images/s.', repeat + 1,
+                 host[-1], transferred[-1], step[-1])
+  print(_report(cold, statistics.median(host), statistics.median(transferred),
+                statistics.median(step), config.batch_size))
+
+
+if __name__ == '__main__':
+  app.run(main)
