@@ -13,6 +13,7 @@ from PIL import Image
 import pytest
 
 from configs import default
+from lettercnn import errors
 from lettercnn import input_pipeline
 from lettercnn import models
 from lettercnn import run_status
@@ -85,6 +86,11 @@ def test_incomplete_last_batch_is_dropped(tiny_config):
   seen = [f for batch in batches for f in batch]
   assert len(set(seen)) == len(seen) == 56
   assert set(seen) <= set(_split_fingerprints(pipeline.splits.train))
+
+
+def test_batch_larger_than_the_training_split_is_an_input_error(tiny_config):
+  with pytest.raises(errors.InputError, match='batch_size=64 exceeds the 60'):
+    _pipeline(tiny_config, batch_size=64)
 
 
 def test_every_epoch_is_a_new_permutation_of_the_training_split(tiny_config):
