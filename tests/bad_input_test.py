@@ -66,7 +66,8 @@ def test_workdir_of_another_config_is_refused_and_kept(tmp_path):
   (workdir / 'status.json').write_text(
       '{"status": "running", "config": {"learning_rate": 0.001}}')
   (workdir / 'notes.txt').write_text('mine')
-  result = _main('--config=configs/lr_1e-4.py', workdir=workdir)
+  result = _main('--config=configs/lr_1e-4.py', '--config.num_devices=1',
+                 workdir=workdir)
   assert result.returncode != 0
   [line] = _error_lines(result)
   assert line.startswith(f'lettercnn: error: workdir {workdir} holds a run of '
