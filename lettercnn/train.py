@@ -327,10 +327,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                           interval['loss'])
           diverged = True
           break
+      params = jax.tree.map(lambda x: x[0], state.params)
       status['step'] = step
       status['epoch'] = step / steps_per_epoch
-      status['params_sha256'] = checkpointing.array_digest(
-          jax.tree.map(lambda x: x[0], state.params))
+      status['params_sha256'] = checkpointing.array_digest(params)
       if diverged:
         status['status'] = run_status.DIVERGED
         status['final'] = {'train_loss': interval['loss'],
@@ -338,7 +338,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                            'val_loss': None, 'val_accuracy': None}
         break
       epoch_train = train_metrics.flush_epoch()
-      params = jax.tree.map(lambda x: x[0], state.params)
       val = evaluate(params, apply_fn, pipeline, config.eval_batch_size)
       writer.write_scalars(step, {
           'epoch_train_loss': epoch_train['loss'],
