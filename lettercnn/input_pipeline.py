@@ -5,8 +5,9 @@ into the TFDS data dir), a path to a folder of class subfolders (DIGITS
 layout), or any other TFDS catalog name (e.g. 'mnist').
 
 Training batches come shaped (devices, per_device_batch, H, W, C) so that
-`jax.pmap` maps the leading axis over devices. Images stay float32 in 0..255;
-the model applies DIGITS' input scale.
+`jax.pmap` maps the leading axis over devices; training chunks, the batches
+of several consecutive steps, (devices, steps, per_device_batch, H, W, C).
+Images stay float32 in 0..255; the model applies DIGITS' input scale.
 """
 
 import fcntl
@@ -24,8 +25,8 @@ from lettercnn import tombstone_letters
 
 Batch = dict[str, np.ndarray]
 
-# Training steps fetched from tf.data at once; the host then slices single
-# steps out of the chunk, which costs far less than one tf.data call per step.
+# Training steps fetched from tf.data at once, and run by one call of the
+# train step (`train.train_chunk`): far cheaper than a call of each per step.
 STEPS_PER_CHUNK = 64
 
 
@@ -149,10 +150,7 @@ class Pipeline:
     (devices, per_device_batch, H, W, C); the incomplete last batch is dropped.
     """
     per_device = self.batch_size // self.num_devices
-    dataset = self._train.shuffle(
-        self.splits.num_train, seed=self.seed * 100_003 + epoch,
-        reshuffle_each_iteration=False)
-    dataset = dataset.batch(self.batch_size, drop_remainder=True)
+    dataset = self._epoch_batches(epoch)
     dataset = dataset.skip(start_step).batch(STEPS_PER_CHUNK)
     dataset = dataset.prefetch(2)
     for chunk in dataset.as_numpy_iterator():
@@ -161,6 +159,38 @@ class Pipeline:
       labels = chunk['label'].reshape((-1, self.num_devices, per_device))
       for step_images, step_labels in zip(images, labels):
         yield {'image': step_images, 'label': step_labels}
+
+  def train_chunks(self, epoch: int, start_step: int = 0,
+                   steps_per_chunk: int = STEPS_PER_CHUNK) -> Iterator[Batch]:
+    """Yields `train_batches(epoch, start_step)`, several steps at a time.
+
+    Images come shaped (devices, steps, per_device_batch, H, W, C), labels
+    (devices, steps, per_device_batch). Chunks end at the multiples of
+    `steps_per_chunk` counted from the start of the epoch, and at its end,
+    so a run resumed mid-epoch cuts the rest of the epoch as an
+    uninterrupted one does: the first chunk may be shorter, and so may the
+    last.
+    """
+    per_device = self.batch_size // self.num_devices
+    first_chunk, first_step = divmod(start_step, steps_per_chunk)
+    dataset = self._epoch_batches(epoch).batch(steps_per_chunk)
+    dataset = dataset.skip(first_chunk).prefetch(2)
+    for chunk in dataset.as_numpy_iterator():
+      images, labels = chunk['image'][first_step:], chunk['label'][first_step:]
+      first_step = 0
+      steps = len(labels)
+      images = images.reshape(
+          (steps, self.num_devices, per_device) + images.shape[2:])
+      labels = labels.reshape((steps, self.num_devices, per_device))
+      yield {'image': np.swapaxes(images, 0, 1),
+             'label': np.swapaxes(labels, 0, 1)}
+
+  def _epoch_batches(self, epoch: int) -> tf.data.Dataset:
+    """The training batches of `epoch` in order; a function of (seed, epoch)."""
+    dataset = self._train.shuffle(
+        self.splits.num_train, seed=self.seed * 100_003 + epoch,
+        reshuffle_each_iteration=False)
+    return dataset.batch(self.batch_size, drop_remainder=True)
 
   def validation_batches(self, batch_size: int) -> Iterator[Batch]:
     """Yields the whole validation split in batches of exactly `batch_size`.

@@ -1,0 +1,136 @@
+"""Convolution and max-pooling as matrix products, for fast training on CPU.
+
+XLA:CPU runs LeNet's small convolutions, and above all their gradients inside
+a `lax.scan` over training steps, several times slower than the same
+arithmetic written as im2col + matrix product: the products go to the CPU's
+tuned GEMM library and the patch gathering is plain slicing. `conv_valid`
+computes exactly `lax.conv_general_dilated` with stride 1, 'VALID' padding and
+NHWC/HWIO layouts (up to float rounding), with a hand-written gradient that
+keeps every product in a GEMM-friendly layout. `max_pool_2x2` is
+`nn.max_pool(x, (2, 2), strides=(2, 2))` with the same gradient (to the first
+maximum of each window, in row-major order, as XLA's select-and-scatter),
+without the scatter that the gradient of `reduce_window` lowers to on CPU.
+"""
+
+import functools
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+
+def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+  """(N, H, W, C) -> (N, OH, OW, kh*kw*C), features in HWIO-reshape order."""
+  _, h, w, _ = x.shape
+  oh, ow = h - kh + 1, w - kw + 1
+  return jnp.concatenate(
+      [x[:, i:i + oh, j:j + ow, :] for i in range(kh) for j in range(kw)],
+      axis=-1)
+
+
+def _patches_transposed(x: jax.Array, kh: int, kw: int) -> jax.Array:
+  """(N, H, W, C) -> (kh*kw*C, N*OH*OW): `_patches` transposed, built so."""
+  n, h, w, c = x.shape
+  oh, ow = h - kh + 1, w - kw + 1
+  x = jnp.transpose(x, (3, 0, 1, 2))
+  return jnp.concatenate(
+      [x[:, :, i:i + oh, j:j + ow].reshape(c, n * oh * ow)
+       for i in range(kh) for j in range(kw)], axis=0)
+
+
+def _col2im(patch_grads: jax.Array, kh: int, kw: int, h: int,
+            w: int) -> jax.Array:
+  """Adjoint of `_patches`: (N, OH, OW, kh*kw*C) -> (N, H, W, C)."""
+  n, oh, ow, k = patch_grads.shape
+  c = k // (kh * kw)
+  patch_grads = patch_grads.reshape(n, oh, ow, kh, kw, c)
+  rows = []
+  for i in range(kh):
+    row = sum(jnp.pad(patch_grads[:, :, :, i, j, :],
+                      ((0, 0), (0, 0), (j, w - ow - j), (0, 0)))
+              for j in range(kw))
+    rows.append(jnp.pad(row, ((0, 0), (i, h - oh - i), (0, 0), (0, 0))))
+  # A sum over a stacked axis is a reduction, which XLA computes once; a
+  # chain of adds would be fused into, and recomputed by, every consumer.
+  return jnp.stack(rows).sum(axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x: jax.Array, kernel: jax.Array, input_grad: bool) -> jax.Array:
+  kh, kw, cin, cout = kernel.shape
+  return lax.dot_general(_patches(x, kh, kw),
+                         kernel.reshape(kh * kw * cin, cout),
+                         (((3,), (0,)), ((), ())))
+
+
+def _conv_fwd(x, kernel, input_grad):
+  return _conv(x, kernel, input_grad), (x, kernel)
+
+
+def _conv_bwd(input_grad, residuals, out_grad):
+  x, kernel = residuals
+  kh, kw, cin, cout = kernel.shape
+  out_grad = out_grad.reshape(-1, cout)
+  kernel_grad = (_patches_transposed(x, kh, kw) @ out_grad).reshape(
+      kernel.shape)
+  if not input_grad:  # The network's input: nobody reads its gradient.
+    return jnp.zeros_like(x), kernel_grad
+  patch_grads = out_grad @ jnp.transpose(kernel.reshape(kh * kw * cin, cout))
+  n, h, w, _ = x.shape
+  patch_grads = patch_grads.reshape(n, h - kh + 1, w - kw + 1, kh * kw * cin)
+  return _col2im(patch_grads, kh, kw, h, w), kernel_grad
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_valid(x: jax.Array, kernel: jax.Array,
+               input_grad: bool = True) -> jax.Array:
+  """Stride-1 'VALID' convolution of NHWC `x` with an HWIO `kernel`.
+
+  `input_grad=False` skips the gradient with respect to `x` (zeros instead),
+  for a first layer whose input is data.
+  """
+  return _conv(x, kernel, input_grad)
+
+
+def conv_general_dilated(input_grad: bool = True):
+  """`conv_valid` with `lax.conv_general_dilated`'s signature, for `nn.Conv`."""
+
+  def conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+           rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+           precision=None, **unused):
+    del precision, unused  # Float32 products, as lax's default on CPU.
+    valid = padding == 'VALID' or all(tuple(p) == (0, 0) for p in padding)
+    dilations = tuple(lhs_dilation or ()) + tuple(rhs_dilation or ())
+    nhwc = dimension_numbers is None or tuple(
+        dimension_numbers.lhs_spec) == (0, 3, 1, 2)
+    if (not valid or any(s != 1 for s in window_strides) or not nhwc
+        or any(d != 1 for d in dilations) or feature_group_count != 1):
+      raise NotImplementedError(
+          'the matmul lowering does only stride-1, VALID, undilated, NHWC '
+          'convolutions')
+    return conv_valid(lhs, rhs, input_grad)
+
+  return conv
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2, stride-2 max-pooling of NHWC `x` (even H and W).
+
+  Forward and gradient equal `nn.max_pool(x, (2, 2), strides=(2, 2))`'s: the
+  gradient goes to the first maximum of each window in row-major order.
+  """
+  n, h, w, c = x.shape
+  windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
+  corners = [lax.stop_gradient(windows[:, :, i, :, j]) for i in (0, 1)
+             for j in (0, 1)]
+  best, first = corners[0], jnp.zeros(corners[0].shape, jnp.int32)
+  for k in (1, 2, 3):
+    later_is_larger = corners[k] > best
+    best = jnp.where(later_is_larger, corners[k], best)
+    first = jnp.where(later_is_larger, k, first)
+  position = (2 * lax.broadcasted_iota(jnp.int32, windows.shape, 2) +
+              lax.broadcasted_iota(jnp.int32, windows.shape, 4))
+  chosen = position == first[:, :, None, :, None, :]
+  return jnp.where(chosen, windows, 0.0).sum(axis=(2, 4))

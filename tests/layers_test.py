@@ -1,0 +1,57 @@
+"""The matmul lowering computes what XLA's convolution and pooling compute."""
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from lettercnn import layers
+from lettercnn import models
+
+
+def _xla_conv(x, kernel):
+  return lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def test_conv_valid_matches_xla_with_gradients():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 12, 12, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(5, 5, 3, 4)), jnp.float32)
+  np.testing.assert_allclose(layers.conv_valid(x, kernel), _xla_conv(x, kernel),
+                             rtol=1e-4, atol=1e-4)
+
+  def loss(conv):
+    return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+  ours = jax.grad(loss(layers.conv_valid), argnums=(0, 1))(x, kernel)
+  theirs = jax.grad(loss(_xla_conv), argnums=(0, 1))(x, kernel)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_max_pool_matches_flax_with_gradients():
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 3)),
+                  jnp.float32)
+
+  def flax_pool(x):
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+  np.testing.assert_array_equal(layers.max_pool_2x2(x), flax_pool(x))
+  np.testing.assert_array_equal(
+      jax.grad(lambda x: jnp.sum(layers.max_pool_2x2(x) ** 2))(x),
+      jax.grad(lambda x: jnp.sum(flax_pool(x) ** 2))(x))
+
+
+def test_lenet_lowerings_agree():
+  images = jnp.asarray(
+      np.random.default_rng(2).uniform(0, 255, size=(3, 28, 28, 1)),
+      jnp.float32)
+  xla = models.create_model('lenet', 10)
+  matmul = models.create_model('lenet', 10, lowering='matmul')
+  params = xla.init(jax.random.key(0), images)
+  assert jax.tree.map(jnp.shape, matmul.init(jax.random.key(0), images)) == (
+      jax.tree.map(jnp.shape, params))
+  np.testing.assert_allclose(matmul.apply(params, images),
+                             xla.apply(params, images), rtol=1e-4, atol=1e-4)
