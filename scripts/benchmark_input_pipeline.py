@@ -2,11 +2,11 @@
 
 Prints, in images per second (median over --repeats, the measurements taking
 turns so that a change in machine load hits them all alike):
-  * the pipeline alone: one epoch of `Pipeline.train_batches`, on the host;
-  * the pipeline with the host-to-device transfer of the train loop,
-    `flax.jax_utils.prefetch_to_device(batches, 2, devices)`;
-  * the train step: the real pmap-ed `train.train_step` at batch size 1 (the
-    default config's), on batches already on the device;
+  * the pipeline alone: one epoch of `Pipeline.train_chunks` (the chunks of
+    consecutive steps' batches the train loop consumes), on the host;
+  * the pipeline with the host-to-device transfer of each chunk;
+  * the train step: the train loop's `train.ChunkedTrainStep` at batch size 1
+    (the default config's), on chunks already on the device;
 and states PASS when the pipeline, transfer included, delivers at least ten
 times as many images per second as the step consumes, else FAIL.
 
@@ -21,7 +21,6 @@ Run from the repository root:
       [--data_dir=DIR] [--steps=1000] [--repeats=3]
 """
 
-import itertools
 import os
 import statistics
 import sys
@@ -34,6 +33,7 @@ from absl import logging
 from flax import jax_utils
 import jax
 import ml_collections
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top
@@ -55,10 +55,8 @@ _REPEATS = flags.DEFINE_integer(
 
 # The pipeline must deliver this many times the images the step consumes.
 _REQUIRED_RATIO = 10.0
-# Distinct on-device batches the timed train steps cycle through.
-_DEVICE_BATCHES = 256
-# Steps run before timing, to compile the step.
-_WARMUP_STEPS = 3
+# Distinct on-device chunks the timed train steps cycle through.
+_DEVICE_CHUNKS = 8
 
 
 def _config() -> ml_collections.ConfigDict:
@@ -70,42 +68,44 @@ def _config() -> ml_collections.ConfigDict:
   return config
 
 
-def _drain(batches: Iterable[input_pipeline.Batch]) -> int:
-  """Consumes `batches`, waiting for any device copies; returns their count."""
-  count = 0
-  last = None
-  for last in batches:
-    count += 1
-  jax.block_until_ready(last)
-  return count
+def _drain(
+    chunks: Iterable[input_pipeline.Batch]) -> list[input_pipeline.Batch]:
+  """Consumes `chunks`, waiting for any device copies; returns them."""
+  consumed = list(chunks)
+  jax.block_until_ready(consumed)
+  return consumed
 
 
-def _to_devices(batches: Iterator[input_pipeline.Batch],
+def _to_devices(chunks: Iterator[input_pipeline.Batch],
                 devices: list[jax.Device]) -> Iterator[input_pipeline.Batch]:
-  """The batches as the train loop receives them."""
-  return jax_utils.prefetch_to_device(batches, 2, devices)
+  """The chunks copied to `devices`, split along their leading device axis."""
+  sharding = jax.NamedSharding(jax.sharding.Mesh(np.array(devices), ('d',)),
+                               jax.P('d'))
+  for chunk in chunks:
+    yield jax.device_put(chunk, sharding)
 
 
 def pipeline_rate(pipeline: input_pipeline.Pipeline, epoch: int,
                   devices: list[jax.Device] | None = None) -> float:
-  """Images/s of one epoch of training batches, copied to `devices` if given."""
+  """Images/s of one epoch of training chunks, copied to `devices` if given."""
   start = time.perf_counter()
-  batches = pipeline.train_batches(epoch)
+  chunks = pipeline.train_chunks(epoch)
   if devices is not None:
-    batches = _to_devices(batches, devices)
-  num_batches = _drain(batches)
-  return num_batches * pipeline.batch_size / (time.perf_counter() - start)
+    chunks = _to_devices(chunks, devices)
+  num_steps = sum(train.chunk_steps(chunk) for chunk in _drain(chunks))
+  return num_steps * pipeline.batch_size / (time.perf_counter() - start)
 
 
 class TrainStepBenchmark:
-  """The train loop's pmap-ed step and state, fed batches already on device."""
+  """The train loop's chunked pmap-ed step and state, fed chunks on device."""
 
   def __init__(self, config: ml_collections.ConfigDict,
                pipeline: input_pipeline.Pipeline, devices: list[jax.Device]):
     self._batch_size = config.batch_size
     schedule = train.create_learning_rate_schedule(config,
                                                    pipeline.steps_per_epoch)
-    model = models.create_model(config.model, pipeline.splits.num_classes)
+    model = models.create_model(config.model, pipeline.splits.num_classes,
+                                lowering='matmul')
     channels = 1 if config.grayscale else 3
     state = train.create_train_state(
         jax.random.key(config.seed), model,
@@ -113,22 +113,27 @@ class TrainStepBenchmark:
         train.create_optimizer(config, schedule))
     self._state = jax_utils.replicate(state, devices)
     self._metrics = jax_utils.replicate(train.TrainMetrics.empty(), devices)
-    self._step = jax.pmap(train.train_step, axis_name='batch', devices=devices,
-                          donate_argnums=(0, 1))
-    self._batches = list(_to_devices(
-        itertools.islice(pipeline.train_batches(0), _DEVICE_BATCHES), devices))
-    self._run(_WARMUP_STEPS)
+    self._step = train.ChunkedTrainStep(devices)
+    chunks = pipeline.train_chunks(0)
+    self._chunks = list(_to_devices(
+        (next(chunks) for _ in range(_DEVICE_CHUNKS)), devices))
+    self._run(1)
 
-  def _run(self, steps: int) -> None:
-    for i in range(steps):
-      self._state, self._metrics = self._step(
-          self._state, self._metrics, self._batches[i % len(self._batches)])
+  def _run(self, num_chunks: int) -> int:
+    steps = 0
+    for i in range(num_chunks):
+      chunk = self._chunks[i % len(self._chunks)]
+      self._state, self._metrics = self._step(self._state, self._metrics,
+                                              chunk)
+      steps += train.chunk_steps(chunk)
     jax.block_until_ready((self._state, self._metrics))
+    return steps
 
   def rate(self, steps: int) -> float:
-    """Images/s of `steps` train steps."""
+    """Images/s of about `steps` train steps (whole chunks)."""
+    num_chunks = max(1, steps // input_pipeline.STEPS_PER_CHUNK)
     start = time.perf_counter()
-    self._run(steps)
+    steps = self._run(num_chunks)
     return steps * self._batch_size / (time.perf_counter() - start)
 
 
@@ -141,7 +146,7 @@ def _report(cold: float, host: float, transferred: float, step: float,
   return '\n'.join([
       f'input pipeline, first epoch (decode + cache): {cold:12,.0f} images/s',
       f'input pipeline, host batches:                 {host:12,.0f} images/s',
-      f'input pipeline + prefetch_to_device:          '
+      f'input pipeline + transfer to the devices:     '
       f'{transferred:12,.0f} images/s',
       f'train step, batch {batch_size} ({backend}):'.ljust(46)
       + f'{step:12,.0f} images/s',
