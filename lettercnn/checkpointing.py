@@ -58,7 +58,15 @@ class Checkpointer:
             create=True))
 
   def save(self, snapshot: Snapshot) -> None:
-    """Writes `snapshot` (synchronously; returns once it is on disk)."""
+    """Writes `snapshot` (synchronously; returns once it is on disk).
+
+    A step that already has a checkpoint keeps it: a run holds one state per
+    step, so this happens only when a stop signal arrives right after a
+    scheduled save, and the checkpoint on disk is that same state.
+    """
+    if snapshot.step in self._manager.all_steps():
+      logging.info('Checkpoint at step %d already saved.', snapshot.step)
+      return
     meta = dict(snapshot.meta, arrays_sha256=array_digest(snapshot.arrays))
     self._manager.save(snapshot.step, args=ocp.args.Composite(
         arrays=ocp.args.StandardSave(snapshot.arrays),

@@ -265,8 +265,9 @@ class _TrainMetricsAccumulator:
 class Preempted(Exception):
   """SIGTERM or SIGINT arrived; the run saved a checkpoint and must exit."""
 
-  def __init__(self, signum: int):
-    super().__init__(f'stopped by signal {signum}; checkpoint saved')
+  def __init__(self, signum: int, step: int):
+    super().__init__(
+        f'stopped by signal {signum} at step {step}; checkpoint saved')
     self.exit_code = 128 + signum
 
 
@@ -456,7 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if outcome == 'stopped':
         save_checkpoint()
         writer.flush()
-        raise Preempted(stop.signum)
+        raise Preempted(stop.signum, step)
       diverged = outcome == 'diverged'
       params = jax.tree.map(lambda x: x[0], state.params)
       status['step'] = step

@@ -1,20 +1,12 @@
 """Every configs/lr_*.py is the default config with only its learning rate set."""
 
-import importlib.util
-
+from conftest import load_config
 from conftest import REPO_ROOT
 import pytest
 
 from configs import default
 
 RATES = {f'lr_1e-{e}': 10.0 ** -e for e in range(1, 8)}
-
-
-def _load(path):
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def test_one_config_per_study_rate():
@@ -24,7 +16,7 @@ def test_one_config_per_study_rate():
 
 @pytest.mark.parametrize('stem', sorted(RATES))
 def test_config_differs_from_default_only_in_learning_rate(stem):
-  config = _load(REPO_ROOT / 'configs' / f'{stem}.py').to_dict()
+  config = load_config(stem).to_dict()
   base = default.get_config().to_dict()
   assert config['learning_rate'] == pytest.approx(RATES[stem], rel=1e-12)
   assert {k for k in base if base[k] != config[k]} <= {'learning_rate'}

@@ -5,11 +5,21 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+import importlib.util
 import pathlib
 
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def load_config(stem: str):
+  """get_config() of configs/<stem>.py (stems like lr_1e-4 are no module names)."""
+  path = REPO_ROOT / 'configs' / f'{stem}.py'
+  spec = importlib.util.spec_from_file_location(stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 @pytest.fixture(scope='session')

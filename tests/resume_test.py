@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+from conftest import load_config
 from conftest import REPO_ROOT
 import numpy as np
 import pytest
@@ -49,17 +51,20 @@ def uninterrupted_run(tmp_path_factory, data_dir):
   return workdir
 
 
-def _interrupt_after_first_checkpoint(workdir, data_dir, sig, delay_s):
-  """Starts a run, sends `sig` `delay_s` after its first checkpoint; exit code."""
-  process = subprocess.Popen(_command(workdir, data_dir), cwd=REPO_ROOT,
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 300
-  while not _finished_checkpoints(workdir) and time.monotonic() < deadline:
-    time.sleep(0.02)
-  time.sleep(delay_s)
-  process.send_signal(sig)
-  return process.wait()
+def _interrupt_after_first_checkpoint(workdir, data_dir, sig, delay_s, log):
+  """Starts a run, sends `sig` `delay_s` after its first checkpoint; exit code.
+
+  The run's stderr (absl's log) goes to the file `log`.
+  """
+  with open(log, 'w') as log_file:
+    process = subprocess.Popen(_command(workdir, data_dir), cwd=REPO_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=log_file)
+    deadline = time.monotonic() + 300
+    while not _finished_checkpoints(workdir) and time.monotonic() < deadline:
+      time.sleep(0.02)
+    time.sleep(delay_s)
+    process.send_signal(sig)
+    return process.wait()
 
 
 def _assert_same_run(expected_dir, resumed_dir):
@@ -79,8 +84,9 @@ def _assert_same_run(expected_dir, resumed_dir):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(
     uninterrupted_run, tmp_path, data_dir):
-  killed = str(tmp_path)
-  _interrupt_after_first_checkpoint(killed, data_dir, signal.SIGKILL, 0.0)
+  killed = str(tmp_path / 'run')
+  _interrupt_after_first_checkpoint(killed, data_dir, signal.SIGKILL, 0.0,
+                                    tmp_path / 'log')
   assert _finished_checkpoints(killed), 'no checkpoint before the deadline'
   assert _status(killed)['status'] == 'running', 'run ended before the kill'
 
@@ -89,18 +95,62 @@ def test_sigkill_then_resume_matches_uninterrupted_run(
   _assert_same_run(uninterrupted_run, killed)
 
 
-def test_sigterm_saves_mid_epoch_and_resume_matches(
+def test_sigterm_saves_where_it_stopped_and_resume_matches(
     uninterrupted_run, tmp_path, data_dir):
-  stopped = str(tmp_path)
+  """Real signal delivery; where in the run it lands varies with timing."""
+  stopped, log = str(tmp_path / 'run'), tmp_path / 'log'
   exit_code = _interrupt_after_first_checkpoint(stopped, data_dir,
-                                                signal.SIGTERM, 0.3)
-  assert exit_code == 128 + signal.SIGTERM
-  steps = sorted(int(s) for s in _finished_checkpoints(stopped))
-  assert len(steps) == 2, 'SIGTERM saved no checkpoint of its own'
+                                                signal.SIGTERM, 0.3, log)
+  assert exit_code == 128 + signal.SIGTERM, log.read_text()[-2000:]
+  stop_step = re.search(r'at step (\d+); checkpoint saved', log.read_text())
+  assert stop_step, 'the run did not say where it stopped'
+  assert max(map(int, _finished_checkpoints(stopped))) == int(
+      stop_step.group(1))
 
   _run(stopped, data_dir)
 
   _assert_same_run(uninterrupted_run, stopped)
+
+
+def _tiny_run_config(data_dir):
+  """The config `_command` trains, built in-process."""
+  config = load_config('lr_1e-4')
+  config.data_dir = data_dir
+  for override in TINY_RUN:
+    field, value = override.removeprefix('--config.').split('=')
+    setattr(config, field, int(value))
+  return config
+
+
+def test_stop_signal_mid_epoch_saves_that_step_and_resume_matches(
+    uninterrupted_run, tmp_path, data_dir, monkeypatch):
+  """SIGTERM during the third chunk call: the run stops mid-epoch, exactly.
+
+  150 steps per epoch in chunks of 64 cut at the log interval (70):
+  [0, 64), [64, 70), [70, 128); the flag is seen before the fourth call.
+  """
+  from lettercnn import train  # pylint: disable=g-import-not-at-top
+  calls = 0
+  train_chunk = train.ChunkedTrainStep.__call__
+
+  def signal_on_third_call(self, *args):
+    nonlocal calls
+    calls += 1
+    if calls == 3:
+      signal.raise_signal(signal.SIGTERM)
+    return train_chunk(self, *args)
+
+  monkeypatch.setattr(train.ChunkedTrainStep, '__call__', signal_on_third_call)
+  workdir = str(tmp_path)
+  with pytest.raises(train.Preempted, match='at step 128;') as stopped:
+    train.train_and_evaluate(_tiny_run_config(data_dir), workdir)
+  assert stopped.value.exit_code == 128 + signal.SIGTERM
+  assert _finished_checkpoints(workdir) == ['128']
+  monkeypatch.undo()
+
+  _run(workdir, data_dir)
+
+  _assert_same_run(uninterrupted_run, workdir)
 
 
 def test_two_identical_runs_match(uninterrupted_run, tmp_path, data_dir):
@@ -149,3 +199,16 @@ def test_checksum_catches_silently_changed_arrays(tmp_path, monkeypatch):
   assert os.path.isdir(tmp_path / 'corrupt_checkpoints' / '5')
 
 
+
+
+def test_saving_a_step_twice_keeps_the_first_checkpoint(tmp_path):
+  """A stop signal right after a scheduled save asks for the same step again."""
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  for value in (1.0, 2.0):
+    checkpointer.save(checkpointing.Snapshot(
+        step=5, arrays={'w': np.full(3, value, np.float32)}, meta={}))
+
+  snapshot = checkpointer.restore_latest({'w': np.zeros(3, np.float32)})
+
+  assert snapshot.step == 5
+  assert snapshot.arrays['w'].tolist() == [1.0, 1.0, 1.0]
