@@ -21,8 +21,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr.sh'
 SLURM_SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr_slurm.sh'
 
-# Stands in for `python`: `-m lettercnn.main` records its arguments and times
-# in the workdir, writes status "running", sleeps, then fails if the config
+# Stands in for `python`: `-m lettercnn.main` records its arguments, times and
+# the CPUs it may run on in the workdir, writes status "running", sleeps, then fails if the config
 # name contains "fail" or writes status "converged"; `-m lettercnn.report`
 # just says so; anything else (the sweep's status.json reader) runs Python.
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -36,6 +36,7 @@ if [[ "$1 $2" == "-m lettercnn.main" ]]; then
     esac
   done
   echo $$ >"${workdir}/pid"
+  grep Cpus_allowed_list /proc/$$/status | cut -f2 >"${workdir}/cpus"
   printf '%s\\n' "$@" >"${workdir}/args.txt"
   echo "PYTHONPATH=${PYTHONPATH}" >>"${workdir}/args.txt"
   date +%s.%N >"${workdir}/start"
@@ -142,6 +143,47 @@ def test_parallel_runs_overlap(tmp_path, fake_python, configs):
   start_a, end_a = read_times(sweep_dir / 'lr_a')
   start_b, _ = read_times(sweep_dir / 'lr_b')
   assert start_a < start_b < end_a
+
+
+def _cpus(workdir: pathlib.Path) -> set[int]:
+  """The CPUs a fake run was allowed, from its Cpus_allowed_list ("0-3,6")."""
+  cpus = set()
+  for part in (workdir / 'cpus').read_text().strip().split(','):
+    first, _, last = part.partition('-')
+    cpus.update(range(int(first), int(last or first) + 1))
+  return cpus
+
+
+def test_parallel_runs_get_disjoint_cpus(tmp_path, fake_python, configs):
+  if len(os.sched_getaffinity(0)) < 2:
+    pytest.skip('pinning two runs apart needs two CPUs')
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep([sweep_dir, '-j', '2', '--no-report'], {
+      'PYTHON': str(fake_python), 'FAKE_SECONDS': '2',
+      'CONFIGS': ' '.join(map(str, configs))})
+
+  assert 'started on CPUs' in result.stdout, result.stdout
+  runs = [sweep_dir / stem for stem in ('lr_a', 'lr_b', 'lr_fail')]
+  for i, run in enumerate(runs):
+    assert _cpus(run) and _cpus(run) <= os.sched_getaffinity(0)
+    for other in runs[i + 1:]:
+      start, end = read_times(run)
+      other_start, other_end = read_times(other)
+      if start < other_end and other_start < end:  # They ran at once.
+        assert not _cpus(run) & _cpus(other), (run.name, other.name)
+  # The third run reused the slot of whichever finished first.
+  assert _cpus(runs[2]) in (_cpus(runs[0]), _cpus(runs[1]))
+
+
+def test_no_pin_leaves_runs_all_cpus(tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep([sweep_dir, '-j', '2', '--no-pin', '--no-report'], {
+      'PYTHON': str(fake_python), 'CONFIGS': ' '.join(map(str, configs[:2]))})
+
+  assert result.returncode == 0, result.stderr
+  assert 'started on CPUs' not in result.stdout
+  for stem in ('lr_a', 'lr_b'):
+    assert _cpus(sweep_dir / stem) == os.sched_getaffinity(0)
 
 
 def test_interrupt_stops_runs(tmp_path, fake_python, configs):
