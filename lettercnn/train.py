@@ -455,7 +455,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           reference_loss=reference_loss,
           stop_requested=lambda: stop.signum is not None)
       if outcome == 'stopped':
+        status['step'] = step
+        status['epoch'] = step / steps_per_epoch
         save_checkpoint()
+        run_status.write(workdir, status)
         writer.flush()
         raise Preempted(stop.signum, step)
       diverged = outcome == 'diverged'

@@ -146,6 +146,8 @@ def test_stop_signal_mid_epoch_saves_that_step_and_resume_matches(
     train.train_and_evaluate(_tiny_run_config(data_dir), workdir)
   assert stopped.value.exit_code == 128 + signal.SIGTERM
   assert _finished_checkpoints(workdir) == ['128']
+  assert _status(workdir)['status'] == 'running'
+  assert _status(workdir)['step'] == 128
   monkeypatch.undo()
 
   _run(workdir, data_dir)
