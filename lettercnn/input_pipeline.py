@@ -30,6 +30,11 @@ Batch = dict[str, np.ndarray]
 STEPS_PER_CHUNK = 64
 
 
+def chunk_steps(chunk: Batch) -> int:
+  """The number of training steps in a chunk shaped (devices, steps, ...)."""
+  return chunk['label'].shape[1]
+
+
 def is_folder_dataset(name: str) -> bool:
   """Whether `config.dataset` names a folder rather than a TFDS dataset.
 
@@ -151,38 +156,22 @@ class Pipeline:
   def steps_per_epoch(self) -> int:
     return self.splits.num_train // self.batch_size
 
-  def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-    """Yields the batches of `epoch` (0-based) from step `start_step` of it on.
+  def train_chunks(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+    """Yields epoch `epoch`'s batches from its step `start_step` on, in chunks.
 
-    The order is a function of (seed, epoch) alone, so a resumed run sees the
-    same batches as an uninterrupted one. Each batch is shaped
-    (devices, per_device_batch, H, W, C); the incomplete last batch is dropped.
-    """
-    per_device = self.batch_size // self.num_devices
-    dataset = self._epoch_batches(epoch)
-    dataset = dataset.skip(start_step).batch(STEPS_PER_CHUNK)
-    dataset = dataset.prefetch(2)
-    for chunk in dataset.as_numpy_iterator():
-      images = chunk['image'].reshape(
-          (-1, self.num_devices, per_device) + chunk['image'].shape[2:])
-      labels = chunk['label'].reshape((-1, self.num_devices, per_device))
-      for step_images, step_labels in zip(images, labels):
-        yield {'image': step_images, 'label': step_labels}
-
-  def train_chunks(self, epoch: int, start_step: int = 0,
-                   steps_per_chunk: int = STEPS_PER_CHUNK) -> Iterator[Batch]:
-    """Yields `train_batches(epoch, start_step)`, several steps at a time.
-
-    Images come shaped (devices, steps, per_device_batch, H, W, C), labels
-    (devices, steps, per_device_batch). Chunks end at the multiples of
-    `steps_per_chunk` counted from the start of the epoch, and at its end,
-    so a run resumed mid-epoch cuts the rest of the epoch as an
+    A chunk holds up to `STEPS_PER_CHUNK` consecutive steps. The order is a
+    function of (seed, epoch) alone, so a resumed run sees the same batches
+    as an uninterrupted one; the incomplete last batch of an epoch is
+    dropped. Images come shaped (devices, steps, per_device_batch,
+    H, W, C), labels (devices, steps, per_device_batch). Chunks end at the
+    multiples of `STEPS_PER_CHUNK` counted from the start of the epoch, and
+    at its end, so a run resumed mid-epoch cuts the rest of the epoch as an
     uninterrupted one does: the first chunk may be shorter, and so may the
     last.
     """
     per_device = self.batch_size // self.num_devices
-    first_chunk, first_step = divmod(start_step, steps_per_chunk)
-    dataset = self._epoch_batches(epoch).batch(steps_per_chunk)
+    first_chunk, first_step = divmod(start_step, STEPS_PER_CHUNK)
+    dataset = self._epoch_batches(epoch).batch(STEPS_PER_CHUNK)
     dataset = dataset.skip(first_chunk).prefetch(2)
     for chunk in dataset.as_numpy_iterator():
       images, labels = chunk['image'][first_step:], chunk['label'][first_step:]
@@ -193,6 +182,12 @@ class Pipeline:
       labels = labels.reshape((steps, self.num_devices, per_device))
       yield {'image': np.swapaxes(images, 0, 1),
              'label': np.swapaxes(labels, 0, 1)}
+
+  def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+    """`train_chunks` one step at a time: (devices, per_device_batch, ...)."""
+    for chunk in self.train_chunks(epoch, start_step):
+      for step in range(chunk_steps(chunk)):
+        yield {k: v[:, step] for k, v in chunk.items()}
 
   def _epoch_batches(self, epoch: int) -> tf.data.Dataset:
     """The training batches of `epoch` in order; a function of (seed, epoch)."""

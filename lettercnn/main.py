@@ -54,8 +54,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
       problem = str(e).splitlines()[0]
     except (AttributeError, KeyError) as e:
-      problem = (f'unknown config field {str(e).strip(chr(34) + chr(39))!r} '
-                 '(see configs/default.py)')
+      field = str(e).strip('\'"')
+      problem = f'unknown config field {field!r} (see configs/default.py)'
     except (TypeError, ValueError) as e:
       problem = f'bad config override: {e}'
   print(f'lettercnn: error: {problem}', file=sys.stderr)

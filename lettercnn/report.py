@@ -96,25 +96,20 @@ class RunSummary:
 # --------------------------------------------------------------------------
 
 
-def _finite_or_none(value: object) -> float | None:
-  """Returns `value` as a float; None if missing, not a number or infinite."""
-  if value is None or isinstance(value, bool):
-    return None
-  try:
-    number = float(value)
-  except (TypeError, ValueError):
-    return None
-  return number if math.isfinite(number) else None
-
-
 def _float_or_none(value: object) -> float | None:
-  """Like `_finite_or_none` but keeps inf and nan (a diverged loss)."""
+  """Returns `value` as a float (inf and nan kept); None if not a number."""
   if value is None or isinstance(value, bool):
     return None
   try:
     return float(value)
   except (TypeError, ValueError):
     return None
+
+
+def _finite_or_none(value: object) -> float | None:
+  """Like `_float_or_none`, but None for inf and nan too."""
+  number = _float_or_none(value)
+  return number if number is not None and math.isfinite(number) else None
 
 
 def read_status(run_dir: pathlib.Path) -> dict[str, object] | None:

@@ -166,7 +166,7 @@ class ChunkedTrainStep:
 
   def __call__(self, state: train_state.TrainState,
                train_metrics: TrainMetrics, chunk: dict[str, Any]):
-    steps = chunk_steps(chunk)
+    steps = input_pipeline.chunk_steps(chunk)
     if not 0 < steps <= self._max_steps:
       raise ValueError(f'{steps} steps in a chunk of at most {self._max_steps}')
     if steps < self._max_steps:
@@ -182,15 +182,10 @@ class ChunkedTrainStep:
     return self._compiled[key](*args)
 
 
-def chunk_steps(chunk: dict[str, Any]) -> int:
-  """The number of training steps in a chunk shaped (devices, steps, ...)."""
-  return chunk['label'].shape[1]
-
-
 def _split_at_multiples(chunk: dict[str, Any], step: int,
                         every: int) -> list[dict[str, Any]]:
   """Cuts a chunk starting after global step `step` at multiples of `every`."""
-  pieces, start, steps = [], 0, chunk_steps(chunk)
+  pieces, start, steps = [], 0, input_pipeline.chunk_steps(chunk)
   while start < steps:
     end = min(steps, start + every - (step + start) % every)
     pieces.append({k: v[:, start:end] for k, v in chunk.items()})
@@ -206,14 +201,16 @@ def eval_step(params, apply_fn: Callable[..., jax.Array],
       loss=losses, logits=logits, labels=batch['label'], mask=batch['mask'])
 
 
+_jit_eval_step = jax.jit(eval_step, static_argnums=1)
+
+
 def evaluate(params, apply_fn: Callable[..., jax.Array],
              pipeline: input_pipeline.Pipeline,
              batch_size: int) -> dict[str, float]:
   """Loss and accuracy over the whole validation split, each example once."""
-  jit_eval_step = jax.jit(eval_step, static_argnums=1)
   totals = None
   for batch in pipeline.validation_batches(batch_size):
-    batch_metrics = jit_eval_step(params, apply_fn, batch)
+    batch_metrics = _jit_eval_step(params, apply_fn, batch)
     totals = batch_metrics if totals is None else totals.merge(batch_metrics)
   return {k: float(v) for k, v in totals.compute().items()}
 
@@ -330,7 +327,7 @@ def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
         return state, step, interval, 'stopped'
       state, train_metrics.on_device = p_train_chunk(
           state, train_metrics.on_device, piece)
-      step += chunk_steps(piece)
+      step += input_pipeline.chunk_steps(piece)
       reporter.maybe_log(step)
       if step % config.log_every_steps and step != epoch_end:
         continue
@@ -454,17 +451,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           config=config, schedule=schedule, writer=writer, reporter=reporter,
           reference_loss=reference_loss,
           stop_requested=lambda: stop.signum is not None)
+      status['step'] = step
+      status['epoch'] = step / steps_per_epoch
       if outcome == 'stopped':
-        status['step'] = step
-        status['epoch'] = step / steps_per_epoch
         save_checkpoint()
         run_status.write(workdir, status)
         writer.flush()
         raise Preempted(stop.signum, step)
       diverged = outcome == 'diverged'
       params = jax.tree.map(lambda x: x[0], state.params)
-      status['step'] = step
-      status['epoch'] = step / steps_per_epoch
       status['params_sha256'] = checkpointing.array_digest(params)
       if diverged:
         status['status'] = run_status.DIVERGED

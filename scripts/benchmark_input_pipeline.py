@@ -92,7 +92,7 @@ def pipeline_rate(pipeline: input_pipeline.Pipeline, epoch: int,
   chunks = pipeline.train_chunks(epoch)
   if devices is not None:
     chunks = _to_devices(chunks, devices)
-  num_steps = sum(train.chunk_steps(chunk) for chunk in _drain(chunks))
+  num_steps = sum(input_pipeline.chunk_steps(chunk) for chunk in _drain(chunks))
   return num_steps * pipeline.batch_size / (time.perf_counter() - start)
 
 
@@ -125,7 +125,7 @@ class TrainStepBenchmark:
       chunk = self._chunks[i % len(self._chunks)]
       self._state, self._metrics = self._step(self._state, self._metrics,
                                               chunk)
-      steps += train.chunk_steps(chunk)
+      steps += input_pipeline.chunk_steps(chunk)
     jax.block_until_ready((self._state, self._metrics))
     return steps
 

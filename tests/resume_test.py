@@ -201,8 +201,6 @@ def test_checksum_catches_silently_changed_arrays(tmp_path, monkeypatch):
   assert os.path.isdir(tmp_path / 'corrupt_checkpoints' / '5')
 
 
-
-
 def test_saving_a_step_twice_keeps_the_first_checkpoint(tmp_path):
   """A stop signal right after a scheduled save asks for the same step again."""
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
