@@ -7,9 +7,9 @@ tuned GEMM library and the patch gathering is plain slicing. `conv_valid`
 computes exactly `lax.conv_general_dilated` with stride 1, 'VALID' padding and
 NHWC/HWIO layouts (up to float rounding), with a hand-written gradient that
 keeps every product in a GEMM-friendly layout. `max_pool_2x2` is
-`nn.max_pool(x, (2, 2), strides=(2, 2))` with the same gradient (to the first
-maximum of each window, in row-major order, as XLA's select-and-scatter),
-without the scatter that the gradient of `reduce_window` lowers to on CPU.
+`nn.max_pool(x, (2, 2), strides=(2, 2))` with the same values and gradient,
+NaN and infinities included, without the scatter that the gradient of
+`reduce_window` lowers to on CPU.
 """
 
 import functools
@@ -116,21 +116,32 @@ def conv_general_dilated(input_grad: bool = True):
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
-  """2x2, stride-2 max-pooling of NHWC `x` (even H and W).
+  """2x2, stride-2 max-pooling of NHWC `x`.
 
-  Forward and gradient equal `nn.max_pool(x, (2, 2), strides=(2, 2))`'s: the
-  gradient goes to the first maximum of each window in row-major order.
+  Forward and gradient equal `nn.max_pool(x, (2, 2), strides=(2, 2))`'s, NaN
+  and infinities included, so a divergence shows its first NaN. The gradient
+  goes where XLA's select-and-scatter sends it: scanning the window in
+  row-major order, it keeps the element picked so far while that is >= the
+  next one, else takes the next. Without NaN that is the first maximum; as
+  any comparison with NaN is false, a NaN is taken and so is the element after
+  it. The pooled value is NaN wherever the window holds a NaN (`lax.max`
+  propagates NaN), even where the gradient goes to a number. An odd last row
+  or column is dropped, as 'VALID' pooling drops it.
   """
   n, h, w, c = x.shape
+  h, w = h // 2 * 2, w // 2 * 2
+  x = x[:, :h, :w]
   windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
   corners = [lax.stop_gradient(windows[:, :, i, :, j]) for i in (0, 1)
              for j in (0, 1)]
-  best, first = corners[0], jnp.zeros(corners[0].shape, jnp.int32)
+  picked, index = corners[0], jnp.zeros(corners[0].shape, jnp.int32)
   for k in (1, 2, 3):
-    later_is_larger = corners[k] > best
-    best = jnp.where(later_is_larger, corners[k], best)
-    first = jnp.where(later_is_larger, k, first)
+    later_is_taken = ~(picked >= corners[k])
+    picked = jnp.where(later_is_taken, corners[k], picked)
+    index = jnp.where(later_is_taken, k, index)
   position = (2 * lax.broadcasted_iota(jnp.int32, windows.shape, 2) +
               lax.broadcasted_iota(jnp.int32, windows.shape, 4))
-  chosen = position == first[:, :, None, :, None, :]
-  return jnp.where(chosen, windows, 0.0).sum(axis=(2, 4))
+  chosen = position == index[:, :, None, :, None, :]
+  # The other elements add 0, or NaN where they are NaN, without a gradient.
+  others = lax.stop_gradient(jnp.where(windows == windows, 0.0, windows))
+  return jnp.where(chosen, windows, others).sum(axis=(2, 4))

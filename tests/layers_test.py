@@ -5,6 +5,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lettercnn import layers
 from lettercnn import models
@@ -31,9 +32,10 @@ def test_conv_valid_matches_xla_with_gradients():
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
-def test_max_pool_matches_flax_with_gradients():
-  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 8, 8, 3)),
-                  jnp.float32)
+@pytest.mark.parametrize('shape', [(2, 8, 8, 3), (2, 7, 9, 3)],
+                         ids=['even', 'odd'])
+def test_max_pool_matches_flax_with_gradients(shape):
+  x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
 
   def flax_pool(x):
     return nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -44,9 +46,10 @@ def test_max_pool_matches_flax_with_gradients():
       jax.grad(lambda x: jnp.sum(flax_pool(x) ** 2))(x))
 
 
-def test_lenet_lowerings_agree():
+@pytest.mark.parametrize('size', [28, 16, 18])  # 18: odd sides to pool.
+def test_lenet_lowerings_agree(size):
   images = jnp.asarray(
-      np.random.default_rng(2).uniform(0, 255, size=(3, 28, 28, 1)),
+      np.random.default_rng(2).uniform(0, 255, size=(3, size, size, 1)),
       jnp.float32)
   xla = models.create_model('lenet', 10)
   matmul = models.create_model('lenet', 10, lowering='matmul')
@@ -55,3 +58,36 @@ def test_lenet_lowerings_agree():
       jax.tree.map(jnp.shape, params))
   np.testing.assert_allclose(matmul.apply(params, images),
                              xla.apply(params, images), rtol=1e-4, atol=1e-4)
+
+
+def _special_windows() -> np.ndarray:
+  """Every 2x2 window of 0, 1, NaN, inf and -inf, as (625, 2, 2, 1) images."""
+  values = np.array([0, 1, np.nan, np.inf, -np.inf], np.float32)
+  corners = np.stack(np.meshgrid(*[values] * 4, indexing='ij'), axis=-1)
+  return corners.reshape(-1, 2, 2, 1)
+
+
+@pytest.mark.parametrize('x', [
+    _special_windows(),
+    np.where(np.random.default_rng(4).uniform(size=(2, 8, 8, 3)) < 0.3,
+             np.random.default_rng(5).choice([np.nan, np.inf, -np.inf],
+                                             size=(2, 8, 8, 3)),
+             np.random.default_rng(6).normal(size=(2, 8, 8, 3))).astype(
+                 np.float32),
+], ids=['every_window', 'random'])
+def test_max_pool_matches_flax_on_nan_and_infinities(x):
+  x = jnp.asarray(x)
+
+  def flax_pool(x):
+    return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+  ours, our_vjp = jax.vjp(layers.max_pool_2x2, x)
+  theirs, their_vjp = jax.vjp(flax_pool, x)
+  # A NaN in a window makes the window's max NaN, e.g. [[0, 0], [0, nan]].
+  assert np.isnan(theirs).any()
+  np.testing.assert_array_equal(ours, theirs)  # NaN where NaN, inf where inf.
+  # Distinct cotangents, so each must reach the element XLA's gradient picks.
+  cotangent = jnp.arange(1, theirs.size + 1, dtype=jnp.float32).reshape(
+      theirs.shape)
+  np.testing.assert_array_equal(our_vjp(cotangent)[0],
+                                their_vjp(cotangent)[0])
