@@ -2,11 +2,24 @@
 
 A checkpoint holds the training state, the train metrics accumulated since the
 last flush (per device, exactly as they sit on the devices) and the run's
-status. Orbax writes each checkpoint into a temporary folder and renames it
-when complete, so a kill during a save leaves no checkpoint that looks
-finished. A SHA-256 of the saved arrays, stored beside them, catches a
-checkpoint corrupted on disk afterwards: it is reported, moved aside to
-WORKDIR/corrupt_checkpoints/ and the previous one is used.
+status, which includes its config. The arrays are saved as a state dict
+(`flax.serialization.to_state_dict`: nested dicts of host arrays, in the
+dtypes JAX holds them), so a checkpoint can be read back exactly as written,
+without a template that might cast it.
+
+Orbax writes each checkpoint into a temporary folder and renames it when
+complete, so a kill during a save leaves no checkpoint that looks finished. A
+SHA-256 of the saved arrays, stored beside them, tells a checkpoint corrupted
+on disk afterwards. Restoring distinguishes three cases:
+
+* corrupt (a file does not read, or the arrays do not match their SHA-256):
+  reported, moved aside to WORKDIR/corrupt_checkpoints/, and the previous one
+  is tried;
+* incompatible (it reads and verifies, but its arrays have other names,
+  shapes or dtypes than the code now builds, e.g. after a model change):
+  `IncompatibleCheckpoint`, naming the first difference, and nothing is
+  moved;
+* good: returned.
 """
 
 import dataclasses
@@ -16,20 +29,32 @@ import shutil
 from typing import Any
 
 from absl import logging
+from flax import serialization
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from lettercnn import errors
 
 CHECKPOINT_DIR = 'checkpoints'
 CORRUPT_DIR = 'corrupt_checkpoints'
 MAX_TO_KEEP = 3
 
 
+class IncompatibleCheckpoint(errors.InputError):
+  """A checkpoint that is intact but does not fit the state the code builds."""
+
+
+class SaveFailed(errors.InputError):
+  """A checkpoint could not be written (e.g. a full disk); earlier ones stand."""
+
+
 @dataclasses.dataclass
 class Snapshot:
   """Everything a run needs to continue exactly where it stopped.
 
-  `arrays` is a pytree of host arrays (state, metrics); `meta` is JSON.
+  `arrays` is a pytree of arrays (state, metrics); `meta` is JSON.
   """
   step: int
   arrays: Any
@@ -46,6 +71,47 @@ def array_digest(arrays: Any) -> str:
   return digest.hexdigest()
 
 
+def _as_saved(arrays: Any) -> Any:
+  """`arrays` as a state dict of host arrays in the dtypes JAX gives them.
+
+  A Python int step becomes int32, as it is once on a device, so a template
+  built before training has the dtypes of what training saves.
+  """
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(jnp.asarray(x))),
+                      serialization.to_state_dict(arrays))
+
+
+def _first_difference(saved: Any, expected: Any) -> str | None:
+  """Where two state dicts differ in names, shapes or dtypes, or None."""
+  saved_leaves = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
+  expected_leaves = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+  for path in sorted(set(saved_leaves) | set(expected_leaves), key=str):
+    name = jax.tree_util.keystr(path)
+    if path not in saved_leaves:
+      return f'{name} is missing from it'
+    if path not in expected_leaves:
+      return f'it has {name}, which the code no longer has'
+    have, want = saved_leaves[path], expected_leaves[path]
+    if (have.dtype, have.shape) != (want.dtype, want.shape):
+      return (f'{name} is {have.dtype}{list(have.shape)} there, '
+              f'{want.dtype}{list(want.shape)} now')
+  if jax.tree.structure(saved) != jax.tree.structure(expected):
+    return 'its tree of arrays has another shape'
+  return None
+
+
+def _reason(error: Exception) -> str:
+  """A short one-line cause of a failed write."""
+  if isinstance(error, OSError) and error.strerror:
+    return error.strerror
+  text = ' '.join(str(error).split())
+  for cause in ('No space left on device', 'Read-only file system',
+                'Permission denied', 'Disk quota exceeded'):
+    if cause in text:
+      return cause
+  return text[:200]
+
+
 class Checkpointer:
   """Saves and restores Snapshots under WORKDIR/checkpoints."""
 
@@ -55,7 +121,11 @@ class Checkpointer:
         os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=MAX_TO_KEEP, enable_async_checkpointing=False,
-            create=True))
+            create=True, cleanup_tmp_directories=True))
+
+  def steps(self) -> list[int]:
+    """The steps of the finished checkpoints, newest first."""
+    return sorted(self._manager.all_steps(), reverse=True)
 
   def save(self, snapshot: Snapshot) -> None:
     """Writes `snapshot` (synchronously; returns once it is on disk).
@@ -63,43 +133,89 @@ class Checkpointer:
     A step that already has a checkpoint keeps it: a run holds one state per
     step, so this happens only when a stop signal arrives right after a
     scheduled save, and the checkpoint on disk is that same state.
+
+    Raises:
+      SaveFailed: the disk refused the write (full, read-only, ...). Orbax
+        wrote into a temporary folder, so the checkpoints before stand.
     """
     if snapshot.step in self._manager.all_steps():
       logging.info('Checkpoint at step %d already saved.', snapshot.step)
       return
-    meta = dict(snapshot.meta, arrays_sha256=array_digest(snapshot.arrays))
-    self._manager.save(snapshot.step, args=ocp.args.Composite(
-        arrays=ocp.args.StandardSave(snapshot.arrays),
-        meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    arrays = _as_saved(snapshot.arrays)
+    meta = dict(snapshot.meta, arrays_sha256=array_digest(arrays))
+    try:
+      self._manager.save(snapshot.step, args=ocp.args.Composite(
+          arrays=ocp.args.StandardSave(arrays),
+          meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
+    # Python's file calls raise OSError; tensorstore, which writes the
+    # arrays, a ValueError such as "RESOURCE_EXHAUSTED: ... No space left on
+    # device [os_error_code='28']".
+    except (OSError, ValueError) as e:
+      steps = self.steps()
+      kept = (f'the checkpoint at step {steps[0]} is intact' if steps
+              else 'there is no earlier checkpoint')
+      raise SaveFailed(
+          f'could not write the checkpoint at step {snapshot.step} in '
+          f'{os.path.join(self._workdir, CHECKPOINT_DIR)} ({_reason(e)}); '
+          f'{kept}') from e
 
-  def restore_latest(self, template: Any) -> Snapshot | None:
-    """The newest checkpoint that loads intact, or None when there is none.
+  def latest_meta(self) -> Snapshot | None:
+    """The newest checkpoint whose metadata reads, without its arrays.
 
-    `template` is a pytree of arrays with the saved shapes and dtypes.
+    Reads only; for telling which run a workdir holds before training.
     """
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    for step in self.steps():
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(
-                jax.tree.map(np.asarray, template)),
-            meta=ocp.args.JsonRestore()))
-        meta = dict(restored['meta'])
-        if meta.pop('arrays_sha256') != array_digest(restored['arrays']):
-          raise ValueError('array checksum mismatch')
-      except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, e)
-        continue
-      return Snapshot(step=step, arrays=restored['arrays'], meta=meta)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      except Exception:  # pylint: disable=broad-except
+        continue  # Unreadable: restore_latest sets it aside.
+      meta = dict(restored['meta'])
+      meta.pop('arrays_sha256', None)
+      return Snapshot(step=step, arrays=None, meta=meta)
     return None
 
-  def _set_aside(self, step: int, error: Exception) -> None:
-    """Moves an unreadable checkpoint out of the manager's way, keeping it."""
+  def restore_latest(self, template: Any) -> Snapshot | None:
+    """The newest intact checkpoint, shaped like `template`; None if none.
+
+    Corrupt checkpoints are set aside, newest first, until one verifies.
+
+    Raises:
+      IncompatibleCheckpoint: the newest intact checkpoint does not fit
+        `template`; nothing is moved.
+    """
+    expected = _as_saved(template)
+    for step in self.steps():
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        # A missing or unreadable file; orbax and tensorstore raise many types.
+        self._set_aside(step, f'{type(e).__name__}: {str(e)[:200]}')
+        continue
+      meta = dict(restored['meta'])
+      if meta.pop('arrays_sha256', None) != array_digest(restored['arrays']):
+        self._set_aside(step, 'its arrays do not match their SHA-256')
+        continue
+      difference = _first_difference(restored['arrays'], expected)
+      if difference is not None:
+        raise IncompatibleCheckpoint(
+            f'the checkpoint at step {step} in '
+            f'{os.path.join(self._workdir, CHECKPOINT_DIR)} is intact but does '
+            f'not fit this code: {difference}; resume it with the code that '
+            'wrote it, or train into another --workdir')
+      return Snapshot(
+          step=step, meta=meta,
+          arrays=serialization.from_state_dict(template, restored['arrays']))
+    return None
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    """Moves a corrupt checkpoint out of the manager's way, keeping it."""
     source = os.path.join(self._workdir, CHECKPOINT_DIR, str(step))
     target = os.path.join(self._workdir, CORRUPT_DIR, str(step))
-    logging.warning('Checkpoint at step %d does not load (%s: %s); moved to %s '
-                    'and falling back to the previous one.', step,
-                    type(error).__name__, str(error)[:200], target)
+    logging.warning('Checkpoint at step %d is corrupt (%s); moved to %s, '
+                    'trying the previous one.', step, reason, target)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(source, target)

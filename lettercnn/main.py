@@ -7,15 +7,18 @@ overridden with --config.FIELD=VALUE; unknown fields are an error.
 import logging as python_logging
 import os
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from lettercnn import config_checks
 from lettercnn import errors
 from lettercnn import run_status
+from lettercnn import workdir_guard
 
 FLAGS = flags.FLAGS
 
@@ -70,6 +73,11 @@ def _quiet_library_info_logs() -> None:
       or orbax_dir not in record.pathname)
 
 
+def _fail(error: Exception, exit_code: int = 1) -> None:
+  print(f'lettercnn: error: {error}', file=sys.stderr, flush=True)
+  sys.exit(exit_code)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -79,13 +87,23 @@ def main(argv: list[str]) -> None:
   print(f'workdir: {workdir}', flush=True)
   try:
     # Checked before TensorFlow loads and before any data or compilation.
-    config_checks.check_config(config)
-    existing = run_status.existing_run(config, workdir)
+    num_devices = config_checks.check_config(config)
+    with workdir_guard.locked(workdir):
+      existing = workdir_guard.existing_run(config, workdir, num_devices)
+      if existing is not None and existing['status'] in run_status.FINISHED:
+        print('already finished, nothing to train: '
+              f'{run_status.describe(existing)}')
+        return
+      status = _train(config, workdir)
+  except workdir_guard.Busy as e:
+    _fail(e, workdir_guard.BUSY_EXIT_CODE)
   except errors.InputError as e:
-    raise SystemExit(f'lettercnn: error: {e}') from None
-  if existing is not None and existing['status'] in run_status.FINISHED:
-    print(f'already finished, nothing to train: {run_status.describe(existing)}')
-    return
+    _fail(e)
+  print(f'{workdir}: {run_status.describe(status)}')
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """`train.train_and_evaluate`, with TensorFlow kept off the accelerators."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   import tensorflow_datasets as tfds
@@ -95,15 +113,11 @@ def main(argv: list[str]) -> None:
   tf.config.experimental.set_visible_devices([], 'GPU')
   tfds.disable_progress_bar()
   _quiet_library_info_logs()
-  os.makedirs(workdir, exist_ok=True)
   try:
-    status = train.train_and_evaluate(config, workdir)
-  except errors.InputError as e:  # A dataset folder or file that is unusable.
-    raise SystemExit(f'lettercnn: error: {e}') from None
+    return train.train_and_evaluate(config, workdir)
   except train.Preempted as e:
     logging.warning('%s', e)
     sys.exit(e.exit_code)
-  print(f'{workdir}: {run_status.describe(status)}')
 
 
 if __name__ == '__main__':

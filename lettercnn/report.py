@@ -18,7 +18,6 @@ writes into SWEEP_DIR:
 
 import csv
 import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -113,19 +112,12 @@ def _finite_or_none(value: object) -> float | None:
 
 
 def read_status(run_dir: pathlib.Path) -> dict[str, object] | None:
-  """Returns the run's parsed status.json, or None if absent or unreadable."""
-  path = run_dir / run_status.STATUS_FILE
-  if not path.is_file():
-    return None
+  """Returns the run's status.json (`run_status.read`), None if absent or bad."""
   try:
-    status = json.loads(path.read_text())
-  except (OSError, ValueError) as e:
-    logging.warning('Ignoring unreadable %s: %s', path, e)
+    return run_status.read(str(run_dir))
+  except run_status.UnreadableStatus as e:
+    logging.warning('Ignoring it: %s', e)
     return None
-  if not isinstance(status, dict):
-    logging.warning('Ignoring %s: not a JSON object.', path)
-    return None
-  return status
 
 
 def read_scalars(run_dir: pathlib.Path) -> Scalars:

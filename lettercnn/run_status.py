@@ -1,10 +1,14 @@
-"""WORKDIR/status.json: where a run stands, for sweeps and the report."""
+"""WORKDIR/status.json: where a run stands, for main, sweeps and the report.
+
+This module is the one reader and writer of the file. `python -m
+lettercnn.run_status WORKDIR` prints the run's status word for shell scripts
+(see `main`).
+"""
 
 import json
 import os
-from typing import Any
-
-import ml_collections
+import sys
+from typing import Any, Sequence
 
 from lettercnn import errors
 
@@ -16,43 +20,41 @@ CONVERGED = 'converged'
 FINISHED = (DIVERGED, NOT_CONVERGED, CONVERGED)
 
 
+class UnreadableStatus(errors.InputError):
+  """status.json exists but is not a run's status (cut short, edited, ...)."""
+
+
 def write(workdir: str, status: dict[str, Any]) -> None:
   """Atomically replaces WORKDIR/status.json, so readers never see half a file."""
   path = os.path.join(workdir, STATUS_FILE)
   tmp_path = path + '.tmp'
-  with open(tmp_path, 'w') as f:
-    json.dump(status, f, indent=2, sort_keys=True)
-  os.replace(tmp_path, path)
+  try:
+    with open(tmp_path, 'w') as f:
+      json.dump(status, f, indent=2, sort_keys=True)
+    os.replace(tmp_path, path)
+  except OSError as e:
+    raise errors.InputError(
+        f'could not write {path} ({e.strerror or e}); the previous one, if '
+        'any, is unchanged') from e
 
 
 def read(workdir: str) -> dict[str, Any] | None:
-  """Returns WORKDIR/status.json's content, or None when there is none."""
-  path = os.path.join(workdir, STATUS_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  """WORKDIR/status.json's content, or None when there is none.
 
-
-def existing_run(config: ml_collections.ConfigDict,
-                 workdir: str) -> dict[str, Any] | None:
-  """The status of the run already in `workdir`, if any.
-
-  Raises InputError when that run has a different config: resuming it with
-  this one would silently mix two experiments.
+  Raises:
+    UnreadableStatus: the file is not JSON, or lacks 'status' or 'config'.
   """
-  status = read(workdir)
-  if status is None:
+  path = os.path.join(workdir, STATUS_FILE)
+  try:
+    with open(path, 'rb') as f:
+      status = json.loads(f.read().decode('utf-8'))
+  except FileNotFoundError:
     return None
-  saved, current = status['config'], config.to_dict()
-  differences = sorted(key for key in set(saved) | set(current)
-                       if saved.get(key) != current.get(key))
-  if differences:
-    shown = ', '.join(f'{k}: {saved.get(k)!r} there vs {current.get(k)!r} now'
-                      for k in differences)
-    raise errors.InputError(
-        f'workdir {workdir} holds a run of a different config ({shown}); '
-        'pass another --workdir, or delete that folder to start afresh')
+  except (OSError, ValueError) as e:  # UnicodeError is a ValueError.
+    raise UnreadableStatus(f'{path} does not read ({e})') from e
+  if (not isinstance(status, dict) or not isinstance(status.get('status'), str)
+      or not isinstance(status.get('config'), dict)):
+    raise UnreadableStatus(f'{path} is not a run status')
   return status
 
 
@@ -67,3 +69,21 @@ def describe(status: dict[str, Any]) -> str:
   return (f"{status['status']} at epoch {status['epoch']:.2f} (step "
           f"{status['step']}): train accuracy {percent('train_accuracy')}, "
           f"validation accuracy {percent('val_accuracy')}")
+
+
+def main(argv: Sequence[str]) -> int:
+  """Prints WORKDIR's status word: 'none' without status.json, 'unreadable'."""
+  if len(argv) != 2:
+    print('usage: python -m lettercnn.run_status WORKDIR', file=sys.stderr)
+    return 2
+  try:
+    status = read(argv[1])
+  except UnreadableStatus:
+    print('unreadable')
+  else:
+    print('none' if status is None else status['status'])
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

@@ -2,6 +2,8 @@
 
 A run killed after its last checkpoint has already logged scalars for steps it
 will train again; dropping them keeps every step in TensorBoard exactly once.
+A run that restores no checkpoint starts again at step 0 and moves the events
+already there aside, so nothing is deleted that no checkpoint backs.
 """
 
 import glob
@@ -25,9 +27,29 @@ def _read_records(path: str) -> list[bytes]:
   return records
 
 
+EVENT_FILE_PATTERN = 'events.out.tfevents.*'
+SET_ASIDE_DIR = 'events_set_aside'
+
+
+def set_aside_events(logdir: str) -> None:
+  """Moves LOGDIR's event files into LOGDIR/events_set_aside/<n>/."""
+  paths = sorted(glob.glob(os.path.join(logdir, EVENT_FILE_PATTERN)))
+  if not paths:
+    return
+  parent = os.path.join(logdir, SET_ASIDE_DIR)
+  os.makedirs(parent, exist_ok=True)
+  target = os.path.join(parent, str(len(os.listdir(parent))))
+  os.makedirs(target)
+  for path in paths:
+    os.replace(path, os.path.join(target, os.path.basename(path)))
+  logging.warning('No checkpoint restored: training starts at step 0, and the '
+                  '%d event file(s) of an earlier attempt moved to %s.',
+                  len(paths), target)
+
+
 def drop_events_after(logdir: str, step: int) -> None:
   """Rewrites LOGDIR's event files without the events logged after `step`."""
-  for path in sorted(glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))):
+  for path in sorted(glob.glob(os.path.join(logdir, EVENT_FILE_PATTERN))):
     records = _read_records(path)
     kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
     if len(kept) == len(records) and os.path.getsize(path) == sum(

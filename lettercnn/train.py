@@ -3,7 +3,7 @@
 Data flows one way: config -> input pipeline -> train loop -> writers -> status.
 """
 
-import functools
+import dataclasses
 import math
 import signal
 import time
@@ -29,6 +29,7 @@ from lettercnn import models
 from lettercnn import progress
 from lettercnn import run_status
 from lettercnn import tb_events
+from lettercnn import workdir_guard
 
 
 @flax.struct.dataclass
@@ -368,135 +369,211 @@ def _final_status(status: dict[str, Any], config: ml_collections.ConfigDict,
   return run_status.CONVERGED
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, Any]:
-  """Trains `config` into `workdir`, resuming what is there; returns its status.
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+  """What a run is built from: fixed once the data and model exist."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  devices: list[jax.Device]
+  pipeline: input_pipeline.Pipeline
+  schedule: optax.Schedule
+  eval_apply_fn: Callable[..., jax.Array]
+  checkpointer: checkpointing.Checkpointer
 
-  Raises InputError for a bad config or a workdir of another config before any
-  data is built, and Preempted after saving a checkpoint on SIGTERM/SIGINT.
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.pipeline.steps_per_epoch
+
+  @property
+  def num_classes(self) -> int:
+    return self.pipeline.splits.num_classes
+
+
+@dataclasses.dataclass
+class _Run:
+  """Where a run stands; the epoch loop advances it.
+
+  `state` is replicated over the devices once training starts; `status` is
+  what status.json and every checkpoint record; `wall_time_before_s` is the
+  training time of earlier processes, `started` this process's start.
   """
-  start_time = time.monotonic()
-  num_devices = config_checks.check_config(config)
-  status = run_status.existing_run(config, workdir)
-  if status is not None and status['status'] in run_status.FINISHED:
-    logging.info('Run in %s already finished: %s.', workdir,
-                 run_status.describe(status))
-    return status
+  state: train_state.TrainState
+  metrics: _TrainMetricsAccumulator
+  step: int
+  status: dict[str, Any]
+  wall_time_before_s: float
+  started: float
+
+  def record_wall_time(self) -> None:
+    self.status['wall_time_s'] = (self.wall_time_before_s + time.monotonic()
+                                  - self.started)
+
+
+def _set_up(config: ml_collections.ConfigDict, workdir: str,
+            num_devices: int) -> tuple[_Setup, train_state.TrainState]:
+  """Builds the data, schedule and model; returns them and the initial state."""
   devices = jax.local_devices()[:num_devices]
   logging.info('Training on %d %s device(s), global batch %d.', num_devices,
                jax.default_backend(), config.batch_size)
-
   pipeline = input_pipeline.Pipeline(config, num_devices)
-  steps_per_epoch = pipeline.steps_per_epoch
-  total_steps = config.num_epochs * steps_per_epoch
-  num_classes = pipeline.splits.num_classes
   logging.info('%d train / %d validation images, %d classes, %d steps/epoch.',
                pipeline.splits.num_train, pipeline.splits.num_validation,
-               num_classes, steps_per_epoch)
-
-  schedule = create_learning_rate_schedule(config, steps_per_epoch)
-  model = models.create_model(config.model, num_classes)
+               pipeline.splits.num_classes, pipeline.steps_per_epoch)
+  schedule = create_learning_rate_schedule(config, pipeline.steps_per_epoch)
+  model = models.create_model(config.model, pipeline.splits.num_classes)
   channels = 1 if config.grayscale else 3
   state = create_train_state(
       jax.random.key(config.seed), _training_model(model, devices),
       (config.image_size, config.image_size, channels),
       create_optimizer(config, schedule))
-  apply_fn = model.apply
-  train_metrics = _TrainMetricsAccumulator(devices)
+  setup = _Setup(config=config, workdir=workdir, devices=devices,
+                 pipeline=pipeline, schedule=schedule,
+                 eval_apply_fn=model.apply,
+                 checkpointer=checkpointing.Checkpointer(workdir))
+  return setup, state
 
-  checkpointer = checkpointing.Checkpointer(workdir)
-  snapshot = checkpointer.restore_latest(
-      {'state': state, 'metrics': train_metrics.snapshot()})
+
+def _new_status(setup: _Setup) -> dict[str, Any]:
+  return {
+      'status': run_status.RUNNING, 'step': 0, 'epoch': 0.0,
+      'num_epochs': setup.config.num_epochs,
+      'steps_per_epoch': setup.steps_per_epoch,
+      'num_classes': setup.num_classes, 'num_devices': len(setup.devices),
+      'final': None, 'best': None, 'wall_time_s': 0.0, 'params_sha256': None,
+      'config': setup.config.to_dict(),
+  }
+
+
+def _restore(setup: _Setup, state: train_state.TrainState) -> _Run:
+  """The run from its newest intact checkpoint, or a new one at step 0.
+
+  TensorBoard events are trimmed back to the restored step, so every step
+  shows once; a run that restores nothing sets earlier events aside.
+  """
+  metrics = _TrainMetricsAccumulator(setup.devices)
+  snapshot = setup.checkpointer.restore_latest(
+      {'state': state, 'metrics': metrics.snapshot()})
   if snapshot is None:
-    step = 0
-    status = {
-        'status': run_status.RUNNING, 'step': 0, 'epoch': 0.0,
-        'num_epochs': config.num_epochs, 'steps_per_epoch': steps_per_epoch,
-        'num_classes': num_classes, 'final': None, 'best': None,
-        'wall_time_s': 0.0, 'params_sha256': None,
-        'config': config.to_dict(),
-    }
+    tb_events.set_aside_events(setup.workdir)
+    status, step = _new_status(setup), 0
   else:
-    step = snapshot.step
-    status = snapshot.meta
-    state = snapshot.arrays['state']
-    train_metrics.restore(snapshot.arrays['metrics'])
+    state, status, step = (snapshot.arrays['state'], snapshot.meta,
+                           snapshot.step)
+    metrics.restore(snapshot.arrays['metrics'])
     logging.info('Resuming from the checkpoint at step %d.', step)
-  tb_events.drop_events_after(workdir, step)
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
-  if step == 0:
-    writer.write_hparams(_hparams(config))
-  run_status.write(workdir, status)
-  wall_time_before = status['wall_time_s']
+    tb_events.drop_events_after(setup.workdir, step)
+  return _Run(state=jax_utils.replicate(state, setup.devices), metrics=metrics,
+              step=step, status=status,
+              wall_time_before_s=status['wall_time_s'],
+              started=time.monotonic())
 
-  def save_checkpoint() -> None:
-    status['wall_time_s'] = wall_time_before + time.monotonic() - start_time
-    checkpointer.save(checkpointing.Snapshot(
-        step=step, meta=status, arrays={
-            'state': jax.tree.map(lambda x: x[0], jax.device_get(state)),
-            'metrics': train_metrics.snapshot()}))
 
-  p_train_chunk = ChunkedTrainStep(devices)
-  state = jax_utils.replicate(state, devices)
+def _save_checkpoint(setup: _Setup, run: _Run) -> None:
+  run.record_wall_time()
+  setup.checkpointer.save(checkpointing.Snapshot(
+      step=run.step, meta=run.status, arrays={
+          'state': jax_utils.unreplicate(jax.device_get(run.state)),
+          'metrics': run.metrics.snapshot()}))
+
+
+def _end_epoch(setup: _Setup, run: _Run, epoch: int,
+               writer: metric_writers.MetricWriter) -> None:
+  """Evaluates after `epoch` (0-based) and records it in run.status."""
+  config, status = setup.config, run.status
+  params = jax_utils.unreplicate(run.state.params)
+  epoch_train = run.metrics.flush_epoch()
+  val = evaluate(params, setup.eval_apply_fn, setup.pipeline,
+                 config.eval_batch_size)
+  writer.write_scalars(run.step, {
+      'epoch_train_loss': epoch_train['loss'],
+      'epoch_train_accuracy': epoch_train['accuracy'],
+      'val_loss': val['loss'],
+      'val_accuracy': val['accuracy'],
+  })
+  writer.flush()
+  logging.info('Epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc '
+               '%.4f', epoch + 1, config.num_epochs, epoch_train['loss'],
+               epoch_train['accuracy'], val['loss'], val['accuracy'])
+  status['final'] = {'train_loss': epoch_train['loss'],
+                     'train_accuracy': epoch_train['accuracy'],
+                     'val_loss': val['loss'], 'val_accuracy': val['accuracy']}
+  if status['best'] is None or val['accuracy'] > status['best']['val_accuracy']:
+    status['best'] = {'val_accuracy': val['accuracy'], 'epoch': epoch + 1}
+
+
+def _train_epochs(setup: _Setup, run: _Run,
+                  writer: metric_writers.MetricWriter) -> None:
+  """Trains from run.step to the end, or until the loss diverges.
+
+  Raises:
+    Preempted: SIGTERM or SIGINT arrived; the step reached is checkpointed.
+  """
+  config, status = setup.config, run.status
+  p_train_chunk = ChunkedTrainStep(setup.devices)
   # An untrained network predicts about uniformly: cross-entropy ln(classes).
-  reference_loss = math.log(num_classes)
-  reporter = progress.ProgressLogger(total_steps, config.batch_size,
-                                     steps_per_epoch, start_step=step)
-  diverged = False
+  reference_loss = math.log(setup.num_classes)
+  reporter = progress.ProgressLogger(
+      config.num_epochs * setup.steps_per_epoch, config.batch_size,
+      setup.steps_per_epoch, start_step=run.step)
   with _StopSignals() as stop:
-    for epoch in range(step // steps_per_epoch, config.num_epochs):
-      state, step, interval, outcome = train_epoch(
-          p_train_chunk, state, train_metrics, pipeline, epoch, step,
-          config=config, schedule=schedule, writer=writer, reporter=reporter,
-          reference_loss=reference_loss,
+    for epoch in range(run.step // setup.steps_per_epoch, config.num_epochs):
+      run.state, run.step, interval, outcome = train_epoch(
+          p_train_chunk, run.state, run.metrics, setup.pipeline, epoch,
+          run.step, config=config, schedule=setup.schedule, writer=writer,
+          reporter=reporter, reference_loss=reference_loss,
           stop_requested=lambda: stop.signum is not None)
-      status['step'] = step
-      status['epoch'] = step / steps_per_epoch
+      status['step'] = run.step
+      status['epoch'] = run.step / setup.steps_per_epoch
       if outcome == 'stopped':
-        save_checkpoint()
-        run_status.write(workdir, status)
+        _save_checkpoint(setup, run)
+        run_status.write(setup.workdir, status)
         writer.flush()
-        raise Preempted(stop.signum, step)
-      diverged = outcome == 'diverged'
-      params = jax.tree.map(lambda x: x[0], state.params)
-      status['params_sha256'] = checkpointing.array_digest(params)
-      if diverged:
+        raise Preempted(stop.signum, run.step)
+      status['params_sha256'] = checkpointing.array_digest(
+          jax_utils.unreplicate(run.state.params))
+      if outcome == 'diverged':
         status['status'] = run_status.DIVERGED
         status['final'] = {'train_loss': interval['loss'],
                            'train_accuracy': interval['accuracy'],
                            'val_loss': None, 'val_accuracy': None}
-        break
-      epoch_train = train_metrics.flush_epoch()
-      val = evaluate(params, apply_fn, pipeline, config.eval_batch_size)
-      writer.write_scalars(step, {
-          'epoch_train_loss': epoch_train['loss'],
-          'epoch_train_accuracy': epoch_train['accuracy'],
-          'val_loss': val['loss'],
-          'val_accuracy': val['accuracy'],
-      })
-      writer.flush()
-      logging.info('Epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc '
-                   '%.4f', epoch + 1, config.num_epochs, epoch_train['loss'],
-                   epoch_train['accuracy'], val['loss'], val['accuracy'])
-      status['final'] = {'train_loss': epoch_train['loss'],
-                         'train_accuracy': epoch_train['accuracy'],
-                         'val_loss': val['loss'],
-                         'val_accuracy': val['accuracy']}
-      if (status['best'] is None
-          or val['accuracy'] > status['best']['val_accuracy']):
-        status['best'] = {'val_accuracy': val['accuracy'], 'epoch': epoch + 1}
+        return
+      _end_epoch(setup, run, epoch, writer)
       if ((epoch + 1) % config.checkpoint_every_epochs == 0
           or epoch + 1 == config.num_epochs):
-        save_checkpoint()
-      run_status.write(workdir, status)
+        _save_checkpoint(setup, run)
+      run_status.write(setup.workdir, status)
+  status['status'] = _final_status(status, config, setup.num_classes)
 
-  if not diverged:
-    status['status'] = _final_status(status, config, num_classes)
-  status['wall_time_s'] = wall_time_before + time.monotonic() - start_time
-  run_status.write(workdir, status)
-  writer.close()
-  checkpointer.close()
-  logging.info('Run %s in %.0f s.', run_status.describe(status),
-               status['wall_time_s'])
-  return status
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains `config` into `workdir`, resuming what is there; returns its status.
+
+  Holds the workdir's lock throughout. Raises InputError for a bad config, a
+  busy workdir or one of another run before any data is built, and
+  Preempted after saving a checkpoint on SIGTERM/SIGINT.
+  """
+  num_devices = config_checks.check_config(config)
+  with workdir_guard.locked(workdir):
+    status = workdir_guard.existing_run(config, workdir, num_devices)
+    if status is not None and status['status'] in run_status.FINISHED:
+      logging.info('Run in %s already finished: %s.', workdir,
+                   run_status.describe(status))
+      return status
+    setup, initial_state = _set_up(config, workdir, num_devices)
+    try:
+      run = _restore(setup, initial_state)
+      writer = metric_writers.create_default_writer(
+          workdir, just_logging=jax.process_index() > 0)
+      if run.step == 0:
+        writer.write_hparams(_hparams(config))
+      run_status.write(workdir, run.status)
+      _train_epochs(setup, run, writer)
+      run.record_wall_time()
+      run_status.write(workdir, run.status)
+      writer.close()
+    finally:
+      setup.checkpointer.close()
+  logging.info('Run %s in %.0f s.', run_status.describe(run.status),
+               run.status['wall_time_s'])
+  return run.status

@@ -1,53 +1,37 @@
-"""Never lose a run: SIGKILL + resume is bit-identical; corrupt checkpoints fall back."""
+"""Never lose a run: a resume restores, and ends where an unbroken run ends.
 
-import json
+Each resume test asserts on the mechanism, not only the end state: the
+resumed process says which checkpoint it restored, and its own event file
+starts after that step (a retrain from step 0 would end at the same
+parameters, since training is deterministic).
+"""
+
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 from conftest import load_config
 from conftest import REPO_ROOT
+from run_helpers import assert_resumed_from
+from run_helpers import command
+from run_helpers import finish
+from run_helpers import finished_checkpoints
+from run_helpers import read_status
+from run_helpers import run_main
+from run_helpers import TINY_RUN
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lettercnn import checkpointing
 from lettercnn import tb_events
 
-TINY_RUN = ['--config.examples_per_class=40', '--config.num_epochs=4',
-            '--config.batch_size=2',  # Over the two simulated devices.
-            '--config.log_every_steps=70', '--config.eval_batch_size=50']
-
-
-def _command(workdir, data_dir):
-  return [sys.executable, '-m', 'lettercnn.main',
-          '--config=configs/lr_1e-4.py', f'--workdir={workdir}',
-          f'--config.data_dir={data_dir}'] + TINY_RUN
-
-
-def _run(workdir, data_dir):
-  subprocess.run(_command(workdir, data_dir), cwd=REPO_ROOT, check=True,
-                 capture_output=True)
-
-
-def _status(workdir):
-  with open(os.path.join(workdir, 'status.json')) as f:
-    return json.load(f)
-
-
-def _finished_checkpoints(workdir):
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    return []
-  return [d for d in os.listdir(directory) if d.isdigit()]
-
-
 @pytest.fixture(scope='module')
 def uninterrupted_run(tmp_path_factory, data_dir):
   workdir = str(tmp_path_factory.mktemp('uninterrupted'))
-  _run(workdir, data_dir)  # Also builds the dataset for the runs below.
+  finish(workdir, data_dir)  # Also builds the dataset for the runs below.
   return workdir
 
 
@@ -57,10 +41,10 @@ def _interrupt_after_first_checkpoint(workdir, data_dir, sig, delay_s, log):
   The run's stderr (absl's log) goes to the file `log`.
   """
   with open(log, 'w') as log_file:
-    process = subprocess.Popen(_command(workdir, data_dir), cwd=REPO_ROOT,
+    process = subprocess.Popen(command(workdir, data_dir), cwd=REPO_ROOT,
                                stdout=subprocess.DEVNULL, stderr=log_file)
     deadline = time.monotonic() + 300
-    while not _finished_checkpoints(workdir) and time.monotonic() < deadline:
+    while not finished_checkpoints(workdir) and time.monotonic() < deadline:
       time.sleep(0.02)
     time.sleep(delay_s)
     process.send_signal(sig)
@@ -68,7 +52,7 @@ def _interrupt_after_first_checkpoint(workdir, data_dir, sig, delay_s, log):
 
 
 def _assert_same_run(expected_dir, resumed_dir):
-  expected, resumed = _status(expected_dir), _status(resumed_dir)
+  expected, resumed = read_status(expected_dir), read_status(resumed_dir)
   assert resumed['status'] == expected['status']
   assert resumed['params_sha256'] == expected['params_sha256']
   assert resumed['final'] == expected['final']
@@ -87,11 +71,13 @@ def test_sigkill_then_resume_matches_uninterrupted_run(
   killed = str(tmp_path / 'run')
   _interrupt_after_first_checkpoint(killed, data_dir, signal.SIGKILL, 0.0,
                                     tmp_path / 'log')
-  assert _finished_checkpoints(killed), 'no checkpoint before the deadline'
-  assert _status(killed)['status'] == 'running', 'run ended before the kill'
+  assert finished_checkpoints(killed), 'no checkpoint before the deadline'
+  assert read_status(killed)['status'] == 'running', 'run ended before the kill'
+  checkpoint_step = max(map(int, finished_checkpoints(killed)))
 
-  _run(killed, data_dir)
+  pid, stderr = finish(killed, data_dir)
 
+  assert_resumed_from(killed, pid, stderr, checkpoint_step)
   _assert_same_run(uninterrupted_run, killed)
 
 
@@ -104,16 +90,17 @@ def test_sigterm_saves_where_it_stopped_and_resume_matches(
   assert exit_code == 128 + signal.SIGTERM, log.read_text()[-2000:]
   stop_step = re.search(r'at step (\d+); checkpoint saved', log.read_text())
   assert stop_step, 'the run did not say where it stopped'
-  assert max(map(int, _finished_checkpoints(stopped))) == int(
+  assert max(map(int, finished_checkpoints(stopped))) == int(
       stop_step.group(1))
 
-  _run(stopped, data_dir)
+  pid, stderr = finish(stopped, data_dir)
 
+  assert_resumed_from(stopped, pid, stderr, int(stop_step.group(1)))
   _assert_same_run(uninterrupted_run, stopped)
 
 
 def _tiny_run_config(data_dir):
-  """The config `_command` trains, built in-process."""
+  """The config `command` trains, built in-process."""
   config = load_config('lr_1e-4')
   config.data_dir = data_dir
   for override in TINY_RUN:
@@ -145,25 +132,26 @@ def test_stop_signal_mid_epoch_saves_that_step_and_resume_matches(
   with pytest.raises(train.Preempted, match='at step 128;') as stopped:
     train.train_and_evaluate(_tiny_run_config(data_dir), workdir)
   assert stopped.value.exit_code == 128 + signal.SIGTERM
-  assert _finished_checkpoints(workdir) == ['128']
-  assert _status(workdir)['status'] == 'running'
-  assert _status(workdir)['step'] == 128
+  assert finished_checkpoints(workdir) == ['128']
+  assert read_status(workdir)['status'] == 'running'
+  assert read_status(workdir)['step'] == 128
   monkeypatch.undo()
 
-  _run(workdir, data_dir)
+  pid, stderr = finish(workdir, data_dir)
 
+  assert_resumed_from(workdir, pid, stderr, 128)
   _assert_same_run(uninterrupted_run, workdir)
 
 
 def test_two_identical_runs_match(uninterrupted_run, tmp_path, data_dir):
-  _run(str(tmp_path), data_dir)
+  finish(str(tmp_path), data_dir)
   _assert_same_run(uninterrupted_run, str(tmp_path))
 
 
 def test_finished_run_relaunched_trains_nothing(uninterrupted_run, data_dir):
   workdir = uninterrupted_run
   before = sorted(os.listdir(workdir))
-  result = subprocess.run(_command(workdir, data_dir), cwd=REPO_ROOT,
+  result = subprocess.run(command(workdir, data_dir), cwd=REPO_ROOT,
                           check=True, capture_output=True, text=True)
   assert 'already finished, nothing to train' in result.stdout
   assert sorted(os.listdir(workdir)) == before
@@ -212,3 +200,122 @@ def test_saving_a_step_twice_keeps_the_first_checkpoint(tmp_path):
 
   assert snapshot.step == 5
   assert snapshot.arrays['w'].tolist() == [1.0, 1.0, 1.0]
+
+
+# Faults injected into a run's own process: SIGKILL at a chosen moment.
+_KILL_DURING_SAVE_NUMBER = """
+    import os, signal
+    import orbax.checkpoint as ocp
+    saves = 0
+    def save(self, *args, **kwargs):  # Writing the meta, after the arrays.
+      global saves
+      saves += 1
+      if saves == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+      return real(self, *args, **kwargs)
+    real = ocp.JsonCheckpointHandler.async_save
+    ocp.JsonCheckpointHandler.async_save = save
+    """
+_KILL_AT_CHUNK_NUMBER = """
+    import os, signal
+    from lettercnn import train
+    calls = 0
+    def call(self, *args):
+      global calls
+      calls += 1
+      if calls == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+      return real(self, *args)
+    real = train.ChunkedTrainStep.__call__
+    train.ChunkedTrainStep.__call__ = call
+    """
+_KILL_AT_STATUS_WRITE_NUMBER = """
+    import os, signal
+    from lettercnn import run_status
+    writes = 0
+    def write(*args):
+      global writes
+      writes += 1
+      if writes == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+      return real(*args)
+    real = run_status.write
+    run_status.write = write
+    """
+
+
+def test_killed_at_many_moments_keeps_progress_and_ends_identical(
+    uninterrupted_run, tmp_path, data_dir):
+  """SIGKILL during a save, mid-epoch and between a save and status.json.
+
+  150 steps per epoch, in 5 chunk calls ([0, 64), [64, 70), [70, 128),
+  [128, 140), [140, 150)); a checkpoint after each epoch.
+  """
+  workdir = str(tmp_path)
+  exit_code, _, stderr = run_main(
+      workdir, data_dir, _KILL_DURING_SAVE_NUMBER.format(n=2))
+  assert exit_code == -signal.SIGKILL, stderr[-3000:]
+  assert finished_checkpoints(workdir) == ['150']  # 300 was being written.
+  assert any('orbax-checkpoint-tmp' in name
+             for name in os.listdir(os.path.join(workdir, 'checkpoints')))
+
+  # Resumes at 150, is killed in its 8th chunk call (epoch 3, step 370).
+  exit_code, pid, stderr = run_main(workdir, data_dir,
+                                _KILL_AT_CHUNK_NUMBER.format(n=8))
+  assert exit_code == -signal.SIGKILL, stderr[-3000:]
+  assert_resumed_from(workdir, pid, stderr, 150)
+  assert sorted(map(int, finished_checkpoints(workdir))) == [150, 300]
+
+  # Resumes at 300 (its 1st status write); killed at its 2nd: after the
+  # checkpoint at 450, before status.json says so.
+  exit_code, pid, stderr = run_main(workdir, data_dir,
+                                _KILL_AT_STATUS_WRITE_NUMBER.format(n=2))
+  assert exit_code == -signal.SIGKILL, stderr[-3000:]
+  assert_resumed_from(workdir, pid, stderr, 300)
+  assert read_status(workdir)['step'] == 300
+  assert max(map(int, finished_checkpoints(workdir))) == 450
+
+  pid, stderr = finish(workdir, data_dir)
+
+  assert_resumed_from(workdir, pid, stderr, 450)
+  assert not os.path.exists(os.path.join(workdir, 'corrupt_checkpoints'))
+  _assert_same_run(uninterrupted_run, workdir)
+
+
+def test_python_int_in_the_template_restores_the_saved_int32(tmp_path):
+  """A TrainState's step is a Python int before training, int32 after.
+
+  Restoring into that template once cast the saved step to int64, so the
+  checksum never matched and every checkpoint was set aside as corrupt.
+  """
+  Checkpointer = checkpointing.Checkpointer  # pylint: disable=invalid-name
+  Checkpointer(str(tmp_path)).save(checkpointing.Snapshot(
+      step=3, arrays={'step': jnp.int32(3), 'w': np.ones(3, np.float32)},
+      meta={}))
+
+  snapshot = Checkpointer(str(tmp_path)).restore_latest(
+      {'step': 0, 'w': np.zeros(3, np.float32)})
+
+  assert snapshot is not None
+  assert int(snapshot.arrays['step']) == 3
+  assert not os.path.exists(tmp_path / 'corrupt_checkpoints')
+
+
+@pytest.mark.parametrize('template, difference', [
+    ({'w': np.zeros(4, np.float32)}, "['w'] is float32[3] there, float32[4] now"),
+    ({'w': np.zeros(3, np.float16)}, "['w'] is float32[3] there, float16[3] now"),
+    ({'w': np.zeros(3, np.float32), 'v': np.zeros(1, np.float32)},
+     "['v'] is missing from it"),
+])
+def test_intact_checkpoint_of_other_shapes_is_refused_and_kept(
+    tmp_path, template, difference):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  checkpointer.save(checkpointing.Snapshot(
+      step=5, arrays={'w': np.ones(3, np.float32)}, meta={}))
+
+  with pytest.raises(checkpointing.IncompatibleCheckpoint,
+                     match=re.escape(f'does not fit this code: {difference};')):
+    checkpointer.restore_latest(template)
+
+  assert checkpointer.steps() == [5]
+  assert not os.path.exists(tmp_path / 'corrupt_checkpoints')

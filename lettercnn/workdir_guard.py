@@ -1,0 +1,201 @@
+"""A run's workdir: one process at a time, and which run it already holds.
+
+The lock is an `flock` on WORKDIR/.lock, which the kernel releases when its
+holder exits however it exits (SIGKILL included), so a killed run never
+leaves the workdir locked. The file records the holder's pid for the message
+a second process gets, and is removed when the holder lets go.
+
+Which run a workdir holds is told by its status.json, or, when that is gone
+or unreadable, by the status saved in its newest checkpoint: the config and
+device count travel with the checkpoints, so losing status.json neither
+lets another config train into the folder nor loses its history.
+"""
+
+import contextlib
+import errno
+import fcntl
+import glob
+import os
+import sys
+from typing import Any, Iterator, Sequence
+
+from absl import logging
+import ml_collections
+
+from lettercnn import errors
+from lettercnn import file_lock
+from lettercnn import run_status
+
+LOCK_FILE = '.lock'
+# `lettercnn.main`'s exit status when another process holds the workdir
+# (EX_TEMPFAIL): the sweep reports such a run as busy, not failed.
+BUSY_EXIT_CODE = 75
+
+
+class Busy(errors.InputError):
+  """Another process holds the workdir's lock."""
+
+
+def _recorded_pid(path: str) -> str:
+  try:
+    with open(path) as f:
+      return f.read().strip() or 'unknown'
+  except OSError:
+    return 'unknown'
+
+
+# Workdirs this process holds (absolute path -> nesting depth): a process
+# that holds a lock may take it again, as `train.train_and_evaluate` does
+# under `lettercnn.main`.
+_held: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def locked(workdir: str) -> Iterator[None]:
+  """Holds WORKDIR's lock, creating the folder; one line if it cannot.
+
+  Raises:
+    Busy: another live process holds it.
+    errors.InputError: the workdir is not a writable folder.
+  """
+  key = os.path.abspath(workdir)
+  if key in _held:
+    _held[key] += 1
+    try:
+      yield
+    finally:
+      _held[key] -= 1
+    return
+  path = os.path.join(workdir, LOCK_FILE)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = file_lock.acquire(path, blocking=False)
+  except OSError as e:
+    reason = ('is a file, not a folder'
+              if e.errno in (errno.EEXIST, errno.ENOTDIR)
+              else f'cannot be written ({e.strerror or e})')
+    raise errors.InputError(f'workdir {workdir} {reason}') from e
+  if fd is None:
+    raise Busy(f'workdir {workdir} is in use by process '
+               f'{_recorded_pid(path)} (it holds {path}); wait for it to end, '
+               'or pass another --workdir')
+  _held[key] = 1
+  try:
+    os.ftruncate(fd, 0)
+    os.write(fd, f'{os.getpid()}\n'.encode())
+    yield
+  finally:
+    del _held[key]
+    os.remove(path)
+    os.close(fd)
+
+
+def holder(workdir: str) -> str | None:
+  """The pid recorded by the process holding WORKDIR's lock, or None."""
+  path = os.path.join(workdir, LOCK_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except FileNotFoundError:
+    return None
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return _recorded_pid(path)
+  finally:
+    os.close(fd)
+  return None
+
+
+def _status_from_checkpoints(workdir: str) -> dict[str, Any] | None:
+  """The status saved with the newest readable checkpoint, or None."""
+  from lettercnn import checkpointing  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)):
+    return None
+  checkpointer = checkpointing.Checkpointer(workdir)
+  try:
+    snapshot = checkpointer.latest_meta()
+  finally:
+    checkpointer.close()
+  return None if snapshot is None else snapshot.meta
+
+
+def _has_events(workdir: str) -> bool:
+  return bool(glob.glob(os.path.join(workdir, 'events.out.tfevents.*')))
+
+
+def existing_run(config: ml_collections.ConfigDict, workdir: str,
+                 num_devices: int) -> dict[str, Any] | None:
+  """The status of the run already in `workdir`, if any (hold its lock).
+
+  A missing or unreadable status.json is rebuilt from the newest checkpoint
+  once the run there is known to be this one.
+
+  Raises:
+    errors.InputError: the run there has another config or device count
+      (resuming it would silently mix two experiments), or nothing tells
+      which config wrote what the folder holds.
+  """
+  try:
+    status, problem = run_status.read(workdir), None
+  except run_status.UnreadableStatus as e:
+    status, problem = None, str(e)
+  rebuilt = status is None
+  if rebuilt:
+    status = _status_from_checkpoints(workdir)
+  if status is None:
+    if problem is None and not _has_events(workdir):
+      return None
+    raise errors.InputError(
+        f'workdir {workdir} holds '
+        f'{problem or "TensorBoard events but no status.json"} and no '
+        'checkpoint that says which config wrote it; move it aside, or pass '
+        'another --workdir')
+  _check_same_run(status, config, workdir, num_devices)
+  if rebuilt:
+    logging.warning('%s: %s; rebuilt it from the checkpoint at step %d.',
+                    workdir, problem or f'no {run_status.STATUS_FILE}',
+                    status['step'])
+    run_status.write(workdir, status)
+  return status
+
+
+def _check_same_run(status: dict[str, Any], config: ml_collections.ConfigDict,
+                    workdir: str, num_devices: int) -> None:
+  saved, current = status['config'], config.to_dict()
+  differences = [f'{k}: {saved.get(k)!r} there vs {current.get(k)!r} now'
+                 for k in sorted(set(saved) | set(current))
+                 if saved.get(k) != current.get(k)]
+  if differences:
+    raise errors.InputError(
+        f'workdir {workdir} holds a run of a different config '
+        f'({", ".join(differences)}); pass another --workdir, or delete that '
+        'folder to start afresh')
+  saved_devices = status.get('num_devices', num_devices)
+  if status['status'] not in run_status.FINISHED and (
+      saved_devices != num_devices):
+    raise errors.InputError(
+        f'workdir {workdir} holds a run on {saved_devices} device(s), and this '
+        f'one would use {num_devices}: the device count splits each batch, so '
+        f'resume with --config.num_devices={saved_devices} (if the machine has'
+        ' that many), or pass another --workdir')
+
+
+def main(argv: Sequence[str]) -> int:
+  """Prints WORKDIR's state for shell scripts: 'busy PID' or the status word.
+
+  The status word is run_status's: 'none', 'unreadable', 'running', ...
+  """
+  if len(argv) != 2:
+    print('usage: python -m lettercnn.workdir_guard WORKDIR', file=sys.stderr)
+    return 2
+  pid = holder(argv[1])
+  if pid is not None:
+    print(f'busy {pid}')
+    return 0
+  return run_status.main(argv)
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))
