@@ -1,12 +1,23 @@
 """Checks a config before any data is built or anything is compiled."""
 
 import math
+import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from lettercnn import errors
 from lettercnn import models
+from lettercnn import split_sizes
+
+# Training runs in float32: a larger rate (biases train at twice it) is inf.
+_MAX_LEARNING_RATE = float(np.finfo(np.float32).max) / 2
+# Seeds reach numpy, tf.data and jax.random; all take this range.
+_SEED_LIMIT = 2**32
+# Classes of the generated dataset; other sources are counted when loaded.
+_TOMBSTONE_CLASSES = 10
 
 
 def _require(ok: bool, message: str) -> None:
@@ -14,9 +25,13 @@ def _require(ok: bool, message: str) -> None:
     raise errors.InputError(message)
 
 
-def _is_positive_finite(value) -> bool:
+def _is_finite(value) -> bool:
   return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and value > 0)
+          and math.isfinite(value))
+
+
+def _is_positive_finite(value) -> bool:
+  return _is_finite(value) and value > 0
 
 
 def num_devices_to_use(config: ml_collections.ConfigDict) -> int:
@@ -34,6 +49,18 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   _require(_is_positive_finite(config.learning_rate),
            f'learning_rate={config.learning_rate!r} must be a positive finite '
            'number')
+  _require(config.learning_rate <= _MAX_LEARNING_RATE,
+           f'learning_rate={config.learning_rate!r} overflows float32, in '
+           f'which training runs (biases train at twice it): at most '
+           f'{_MAX_LEARNING_RATE:.3g}')
+  _require(_is_finite(config.weight_decay_per_lr)
+           and config.weight_decay_per_lr >= 0
+           and math.isfinite(np.float32(config.weight_decay_per_lr
+                                        * config.learning_rate)),
+           f'weight_decay_per_lr={config.weight_decay_per_lr!r} must be a '
+           'finite number >= 0 (times learning_rate, within float32)')
+  _require(isinstance(config.seed, int) and 0 <= config.seed < _SEED_LIMIT,
+           f'seed={config.seed!r} must be an integer in [0, 2**32)')
   _require(isinstance(config.batch_size, int) and config.batch_size >= 1,
            f'batch_size={config.batch_size!r} must be an integer >= 1')
   _require(isinstance(config.num_epochs, int) and config.num_epochs >= 1,
@@ -57,12 +84,70 @@ def check_config(config: ml_collections.ConfigDict) -> int:
     value = config[field]
     _require(isinstance(value, int) and value >= 1,
              f'{field}={value!r} must be an integer >= 1')
-  _require(config.divergence_loss_factor > 1,
+  _require(_is_finite(config.divergence_loss_factor)
+           and config.divergence_loss_factor > 1,
            f'divergence_loss_factor={config.divergence_loss_factor!r} must be '
-           '> 1')
+           'a finite number > 1')
+  _require(_is_finite(config.not_converged_margin_points)
+           and 0 <= config.not_converged_margin_points <= 100,
+           'not_converged_margin_points='
+           f'{config.not_converged_margin_points!r} must be a number of '
+           'percentage points in [0, 100]')
+  min_size = models.MODELS[config.model].min_image_size
+  _require(config.image_size >= min_size,
+           f'image_size={config.image_size} is below {config.model}\'s '
+           f'smallest input, {min_size}')
+  if config.dataset == 'tombstone_letters':
+    split_sizes.per_class(config.examples_per_class,
+                          config.validation_fraction)
   num_devices = num_devices_to_use(config)
   _require(config.batch_size % num_devices == 0,
            f'batch_size={config.batch_size} does not divide over '
            f'{num_devices} devices; use a multiple of {num_devices}, or '
            'fewer devices (e.g. --config.num_devices=1)')
+  _check_memory(config, num_devices)
   return num_devices
+
+
+def _physical_memory_bytes() -> int:
+  return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+
+def _check_memory(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Refuses a config whose data and model cannot fit in the machine's memory.
+
+  Adds what a run certainly holds at once: the generated dataset cached as
+  float32 images, parameters with their momentum, gradient and host copy,
+  and one step's layer outputs and their gradients (the evaluation batch's
+  outputs if larger). Real use is higher (im2col patches, XLA buffers, the
+  libraries), so this is a lower bound: a config it refuses would surely run
+  out of memory, after building data and compiling. On an accelerator the
+  device's memory is smaller still; that is not checked here.
+  """
+  channels = 1 if config.grayscale else 3
+  image_floats = config.image_size**2 * channels
+  # A folder or catalog dataset has at least two classes.
+  num_classes = (_TOMBSTONE_CLASSES if config.dataset == 'tombstone_letters'
+                 else 2)
+  model = models.create_model(config.model, num_classes)
+  init = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.key(0), jnp.zeros((1, config.image_size, config.image_size,
+                                    channels)), capture_intermediates=True))
+  _, variables = init
+  param_floats = sum(x.size for x in jax.tree.leaves(variables['params']))
+  layer_floats = sum(x.size for x in jax.tree.leaves(
+      variables['intermediates'])) + image_floats
+  dataset_floats = (config.examples_per_class * num_classes * image_floats
+                    if config.dataset == 'tombstone_letters' else 0)
+  per_device_batch = config.batch_size // num_devices
+  step_floats = max(2 * per_device_batch, config.eval_batch_size) * layer_floats
+  parts = {'dataset cache': 4 * dataset_floats,
+           'parameters and optimizer': 4 * 4 * param_floats,
+           'layer outputs': 4 * num_devices * step_floats}
+  needed, available = sum(parts.values()), _physical_memory_bytes()
+  gib = 2.0**30
+  _require(needed <= available,
+           f'this config needs at least {needed / gib:.1f} GiB of memory ('
+           + ', '.join(f'{k} {v / gib:.1f} GiB' for k, v in parts.items())
+           + f'), more than the machine\'s {available / gib:.1f} GiB; lower '
+           'image_size, batch_size, eval_batch_size or examples_per_class')

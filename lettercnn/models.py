@@ -1,6 +1,6 @@
 """Flax modules: the CNNs the study trains."""
 
-from typing import Callable
+from typing import Callable, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -26,6 +26,9 @@ class LeNet(nn.Module):
   num_classes: int
   input_scale: float = 0.0125
   lowering: str = 'xla'
+  # The smallest input side: two 5x5 'VALID' convolutions and two 2x2 pools
+  # leave 16 -> 12 -> 6 -> 2 -> 1 pixel.
+  min_image_size: ClassVar[int] = 16
 
   @nn.compact
   def __call__(self, images_nhwc: jnp.ndarray) -> jnp.ndarray:

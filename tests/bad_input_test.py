@@ -32,10 +32,31 @@ def _error_lines(result):
      'lr_decay_every_epochs=0 must be an integer >= 1'),
     ('--config.num_devices=3', 'num_devices=3 but 2 local device(s)'),
     ('--config.colour=1', "unknown config field 'colour'"),
+    ('--config.learning_rate=1e308', 'learning_rate=1e+308 overflows float32'),
+    ('--config.weight_decay_per_lr=nan',
+     'weight_decay_per_lr=nan must be a finite number >= 0'),
+    ('--config.weight_decay_per_lr=-0.01',
+     'weight_decay_per_lr=-0.01 must be a finite number >= 0'),
+    ('--config.not_converged_margin_points=nan',
+     'not_converged_margin_points=nan must be a number of percentage points'),
+    ('--config.divergence_loss_factor=inf',
+     'divergence_loss_factor=inf must be a finite number > 1'),
+    ('--config.seed=-1', 'seed=-1 must be an integer in [0, 2**32)'),
+    ('--config.image_size=15', "image_size=15 is below lenet's smallest input"),
+    ('--config.examples_per_class=2',
+     'examples_per_class=2 with validation_fraction=0.25 gives 2 training and'
+     ' 0 validation'),
+    ('--config.examples_per_class=1',
+     'examples_per_class=1 with validation_fraction=0.25 gives 1 training and'
+     ' 0 validation'),
+    ('--config.image_size=100000 --config.num_devices=1',
+     'this config needs at least'),
+    ('--config.examples_per_class=1000000000 --config.num_devices=1',
+     'this config needs at least 2920'),  # 7e9 images of 28x28 floats.
 ])
 def test_bad_config_is_one_line_before_any_work(override, message, tmp_path):
   data_dir = tmp_path / 'data'
-  result = _main('--config=configs/lr_1e-4.py', override,
+  result = _main('--config=configs/lr_1e-4.py', *override.split(),
                  f'--config.data_dir={data_dir}', workdir=tmp_path / 'run')
   assert result.returncode != 0
   [line] = _error_lines(result)
