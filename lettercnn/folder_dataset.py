@@ -5,6 +5,10 @@ below their class folder. Class names are the sorted subfolder names (hidden
 ones, starting with '.', are ignored). Files are images by extension (see
 IMAGE_EXTENSIONS); other files (notes.txt, .DS_Store) are skipped and counted.
 
+Files that are not regular files (FIFOs, sockets, devices, broken symlinks)
+are skipped and counted too; symlinks to images are followed. Class folder
+names must be valid UTF-8, as they are stored as text.
+
 Every image is decoded strictly with Pillow, converted to grey or RGB and
 squashed (not cropped) to image_size x image_size with bilinear filtering, as
 DIGITS' "squash" resize does. Conversions:
@@ -23,7 +27,8 @@ fields that shape the result, so a second load decodes nothing and any change
 to the images or those fields builds a new file. All checking and decoding
 happens before anything is written, and the file is written under a temporary
 name and renamed into place, so a failed or killed build never leaves a
-dataset that looks complete.
+dataset that looks complete. An unreadable cache file (truncated, overwritten)
+is rebuilt.
 """
 
 import concurrent.futures
@@ -61,6 +66,8 @@ _TEMP_PREFIX = '.tmp-'
 _STALE_TEMP_SECONDS = 600
 _INTEGER_GREY_MODES = ('I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
 _ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
+_CACHE_KEYS = ('train_images', 'train_labels', 'validation_images',
+               'validation_labels', 'class_names')
 
 # Class name -> that class's decoded images.
 _ImagesByClass = dict[str, list[np.ndarray]]
@@ -98,12 +105,11 @@ def load_folder_splits(config: ml_collections.ConfigDict) -> splits.Splits:
     _check_same_classes(train_folder, validation_folder)
 
   path = _cache_path(config, train_folder, validation_folder)
-  if os.path.exists(path):
-    logging.info('Using cached folder dataset %s.', path)
-  else:
-    _write_atomically(path, _build(config, train_folder, validation_folder))
-  with np.load(path, allow_pickle=False) as arrays:
-    return _to_splits(arrays)
+  arrays = _read_cache(path)
+  if arrays is None:
+    arrays = _build(config, train_folder, validation_folder)
+    _write_atomically(path, arrays)
+  return _to_splits(arrays)
 
 
 def _list_folder(path: str, what: str, splitting: bool) -> _Folder:
@@ -129,15 +135,22 @@ def _list_folder(path: str, what: str, splitting: bool) -> _Folder:
         'least two classes.')
   images = {}
   non_images = []
+  not_regular = []
   for name in class_names:
-    files = sorted(_walk_files(os.path.join(root, name)))
-    images[name] = [f for f in files if _is_image_file(f)]
-    non_images.extend(f for f in files if not _is_image_file(f))
-  if non_images:
-    logging.warning(
-        'Skipped %d file(s) under %s that are not images, e.g. %s; images '
-        'need one of the extensions %s.', len(non_images), root, non_images[0],
-        ' '.join(IMAGE_EXTENSIONS))
+    _check_class_name(os.path.join(root, name))
+    images[name] = []
+    for path in sorted(_walk_files(os.path.join(root, name))):
+      if not _is_image_file(path):
+        non_images.append(path)
+      # Opening a FIFO would wait for a writer forever.
+      elif not os.path.isfile(path):
+        not_regular.append(path)
+      else:
+        images[name].append(path)
+  _warn_skipped(non_images, root, 'are not images (images need one of the '
+                f'extensions {" ".join(IMAGE_EXTENSIONS)})')
+  _warn_skipped(not_regular, root, 'are not regular files (FIFOs, sockets, '
+                'devices or broken symlinks)')
   folder = _Folder(root=root, images=images)
   _check_class_sizes(folder, _counts(images), splitting, 'images')
   return folder
@@ -149,6 +162,27 @@ def _walk_files(directory: str) -> Iterator[str]:
     dirnames[:] = [d for d in dirnames if not d.startswith('.')]
     for filename in filenames:
       yield os.path.join(dirpath, filename)
+
+
+def _check_class_name(class_dir: str) -> None:
+  """Refuses a class folder name that is not UTF-8, as class names are text.
+
+  They end up in the cache file, status.json and TensorBoard, none of which
+  could hold the raw bytes; the message shows them escaped, e.g. '\\xff'.
+  """
+  try:
+    os.path.basename(class_dir).encode('utf-8')
+  except UnicodeEncodeError:
+    printable = os.fsencode(class_dir).decode('utf-8', 'backslashreplace')
+    raise errors.InputError(
+        f'Class folder {printable} has a name that is not valid UTF-8; '
+        'rename it, as class names are stored as text.') from None
+
+
+def _warn_skipped(paths: list[str], root: str, why: str) -> None:
+  if paths:
+    logging.warning('Skipped %d file(s) under %s that %s, e.g. %s.',
+                    len(paths), root, why, paths[0])
 
 
 def _is_image_file(path: str) -> bool:
@@ -362,6 +396,26 @@ def _stack(images: _ImagesByClass) -> tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
+def _read_cache(path: str) -> Optional[dict[str, np.ndarray]]:
+  """The arrays cached at `path`, or None if there is no readable cache file.
+
+  A cache file that cannot be read whole (truncated, overwritten) is logged
+  and left to be rebuilt: it holds nothing that the images do not.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as cached:
+      arrays = {key: cached[key] for key in _CACHE_KEYS}
+  except FileNotFoundError:
+    return None
+  # numpy and zipfile raise many exception types on malformed files.
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('Rebuilding the unreadable cached folder dataset %s (%s).',
+                    path, ' '.join(f'{type(e).__name__}: {e}'.split()))
+    return None
+  logging.info('Using cached folder dataset %s.', path)
+  return arrays
+
+
 def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
   """Writes `arrays` to `path` through a temporary file, renamed when done."""
   directory = os.path.dirname(path)
@@ -398,7 +452,7 @@ def _remove_stale_temp_files(directory: str) -> None:
         os.remove(entry.path)
 
 
-def _to_splits(arrays: np.lib.npyio.NpzFile) -> splits.Splits:
+def _to_splits(arrays: dict[str, np.ndarray]) -> splits.Splits:
   """Wraps the cached arrays as tf.data datasets."""
 
   def dataset(split: str) -> tf.data.Dataset:

@@ -1,11 +1,15 @@
 """Tests of importing a DIGITS-style folder of images as a dataset."""
 
+import contextlib
+import errno
 import io
 import logging
 import os
 import pathlib
 import re
+import threading
 import time
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -399,3 +403,112 @@ def test_unsplittable_validation_fraction(tmp_path, fraction):
     folder_dataset.load_folder_splits(
         _config(tmp_path / 'images', tmp_path / 'data',
                 validation_fraction=fraction))
+
+
+@contextlib.contextmanager
+def _readers_unblocked(fifo: pathlib.Path) -> Iterator[None]:
+  """Gives whoever opens `fifo` to read an empty stream instead of a hang.
+
+  Opening a FIFO waits for a writer; this opens and closes its write end
+  whenever a reader waits, so code that reads the FIFO fails instead of hanging
+  the test.
+  """
+  done = threading.Event()
+
+  def write_nothing():
+    while not done.wait(0.05):
+      try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+      except OSError as e:  # ENXIO: no reader yet.
+        if e.errno != errno.ENXIO:
+          raise
+
+  writer = threading.Thread(target=write_nothing, daemon=True)
+  writer.start()
+  try:
+    yield
+  finally:
+    done.set()
+    writer.join()
+
+
+def test_fifos_and_broken_symlinks_skipped_and_counted(tmp_path, caplog):
+  root = tmp_path / 'images'
+  _write_letters(root, {'a': 2, 'b': 2})
+  _save(tmp_path / 'elsewhere' / 'real.png', _grey(200))
+  (root / 'a' / 'link.png').symlink_to(tmp_path / 'elsewhere' / 'real.png')
+  fifo = root / 'a' / 'x.png'
+  os.mkfifo(fifo)
+  (root / 'b' / 'gone.png').symlink_to(tmp_path / 'missing.png')
+  caplog.set_level(logging.WARNING)
+
+  with _readers_unblocked(fifo):
+    result = folder_dataset.load_folder_splits(
+        _config(root, tmp_path / 'data'))
+
+  assert result.num_train + result.num_validation == 5
+  values = _values_by_label(result.train)
+  for label, more in _values_by_label(result.validation).items():
+    values[label] |= more
+  assert values == {0: {1, 2, 200}, 1: {3, 4}}  # The symlinked image counts.
+  assert caplog.text.count('that are not regular files') == 1
+  assert 'Skipped 2 file(s)' in caplog.text
+  assert str(root / 'a' / 'x.png') in caplog.text
+
+
+def test_class_folder_name_not_utf8_is_an_input_error(tmp_path):
+  root = tmp_path / 'images'
+  _write_letters(root, {'a': 2})
+  bad_class = os.fsencode(root) + b'/\xff'
+  os.mkdir(bad_class)
+  for i in range(2):
+    _grey(i).save(bad_class + b'/%d.png' % i)
+
+  with pytest.raises(errors.InputError,
+                     match=re.escape(f'{root}/\\xff')) as raised:
+    folder_dataset.load_folder_splits(_config(root, tmp_path / 'data'))
+
+  message = str(raised.value)
+  assert 'not valid UTF-8' in message
+  message.encode('utf-8')  # Printable: no lone surrogates.
+  assert '\n' not in message
+  assert not (tmp_path / 'data').exists()
+
+
+@pytest.mark.parametrize('corruption', ['truncated', 'garbage'])
+def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch, caplog,
+                                     corruption):
+  root = tmp_path / 'letters'
+  _write_letters(root, {'a': 3, 'b': 3})
+  data_dir = tmp_path / 'data'
+  first = folder_dataset.load_folder_splits(_config(root, data_dir))
+  (cached,) = (data_dir / folder_dataset.CACHE_SUBDIR).iterdir()
+  if corruption == 'truncated':
+    cached.write_bytes(cached.read_bytes()[:-100])
+  else:
+    cached.write_bytes(b'not a zip file' * 20)
+  decoded = []
+  decode = folder_dataset._decode_image
+
+  def counting_decode(path, *args):
+    decoded.append(path)
+    return decode(path, *args)
+
+  monkeypatch.setattr(folder_dataset, '_decode_image', counting_decode)
+  caplog.set_level(logging.WARNING)
+
+  second = folder_dataset.load_folder_splits(_config(root, data_dir))
+
+  assert len(decoded) == 6
+  assert 'Rebuilding the unreadable cached folder dataset' in caplog.text
+  assert str(cached) in caplog.text
+  assert second.class_names == first.class_names
+  for split in ('train', 'validation'):
+    labels, images = zip(*_examples(getattr(first, split)))
+    again_labels, again_images = zip(*_examples(getattr(second, split)))
+    assert again_labels == labels
+    np.testing.assert_array_equal(again_images, images)
+  with np.load(cached) as rebuilt:
+    np.testing.assert_array_equal(rebuilt['class_names'], ['a', 'b'])
+  assert list(cached.parent.iterdir()) == [cached]
+  assert _leftovers(data_dir) == []
