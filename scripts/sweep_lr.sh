@@ -16,10 +16,39 @@
 # CPUs than N, or no taskset leaves the runs unpinned. A run whose status.json
 # says converged, not_converged or diverged is skipped; an unfinished one is
 # relaunched and resumes from its checkpoint. A failing run does not stop the
-# others: the script lists all failures at the end and then exits 1. Last,
+# others: the script lists all failures at the end. Last,
 # `python -m lettercnn.report SWEEP_DIR` writes summary.md, summary.csv and
 # the plots and prints the table (--no-report skips it). Ctrl-C stops all
 # runs; rerunning the same command resumes the sweep.
+#
+# One process per workdir: a run whose workdir another live process holds
+# (its lock, WORKDIR/.lock, as `python -m lettercnn.workdir_guard WORKDIR`
+# tells) is reported busy and not started, and so is a run that
+# `lettercnn.main` itself finds taken (exit status 75). Such a point did not
+# finish in this sweep: the end lists busy runs apart from failures, and the
+# script exits 1 if any run failed or was busy; rerun it once the other
+# process has ended.
+#
+# A sweep folder remembers its overrides: the first sweep into SWEEP_DIR
+# writes them to SWEEP_DIR/sweep_overrides.txt (one a line, sorted, the last
+# of several for one field only, since that is the one lettercnn.main uses),
+# and a later sweep into it with other overrides (in any order the same ones
+# are fine) stops before launching anything, with exit status 2: the finished
+# runs there were trained without them, and skipping them would pass the old
+# results off as this sweep's. Use another SWEEP_DIR for other overrides, or
+# delete sweep_overrides.txt if you mean to change them. A sweep folder with
+# runs but no sweep_overrides.txt (made before it existed) is checked run by
+# run instead: that sweep skips nothing on the status alone but launches
+# every run, so that lettercnn.main compares each with its config (a finished
+# run of the same config says "already finished"; one of another config is
+# refused, which the sweep reports as a failure); it writes
+# sweep_overrides.txt once every run in the folder has come through that
+# check, and otherwise (a failure, a busy run, CONFIGS naming only some)
+# leaves it unwritten so that the next sweep checks again.
+#
+# Exit status: 1 when a run failed or was busy; 2 for bad arguments or
+# overrides that differ from SWEEP_DIR's; 130 after Ctrl-C; else the
+# report's (0 with --no-report).
 #
 # Environment:
 #   PYTHON   interpreter (default: python, i.e. the activated venv's).
@@ -37,6 +66,10 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
 PYTHON="${PYTHON:-python}"
 readonly STATUS_POLL_S=1
+readonly OVERRIDES_FILE=sweep_overrides.txt
+# `lettercnn.main`'s exit status when another process holds the workdir
+# (lettercnn.workdir_guard.BUSY_EXIT_CODE, EX_TEMPFAIL).
+readonly BUSY_EXIT=75
 
 usage() {
   echo "Usage: $0 SWEEP_DIR [-j N] [--no-pin] [--no-report]" \
@@ -70,7 +103,11 @@ while (($#)); do
     --jobs=*) jobs="${1#--jobs=}" ;;
     --no-report) run_report=0 ;;
     --no-pin) pin=0 ;;
-    --*) overrides+=("$1") ;;
+    --*)
+      # sweep_overrides.txt holds one override a line.
+      [[ "$1" != *$'\n'* ]] || die "an override holds a line break: $1"
+      overrides+=("$1")
+      ;;
     -*) die "unknown option $1 (overrides look like --config.FIELD=VALUE)" ;;
     *)
       [[ -z "${sweep_dir}" ]] ||
@@ -121,6 +158,82 @@ sweep_dir="$(cd "${sweep_dir}" && pwd)"
 # relative paths in overrides mean what the caller meant.
 export PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 
+# --- Overrides -----------------------------------------------------------
+# Prints the overrides as SWEEP_DIR records them: one a line, sorted, and of
+# several for one field only the last (the one lettercnn.main uses), so that
+# the same overrides in another order compare equal.
+normalized_overrides() {
+  local override
+  local -A last_of_field=()
+  for override in "${overrides[@]}"; do
+    last_of_field["${override%%=*}"]="${override}"
+  done
+  ((${#last_of_field[@]})) || return 0
+  printf '%s\n' "${last_of_field[@]}" | LC_ALL=C sort
+}
+
+# Prints newline-separated overrides for a message: quoted, or "none".
+describe_overrides() {
+  if [[ -z "$1" ]]; then
+    echo none
+  else
+    echo "'${1//$'\n'/ }'"
+  fi
+}
+
+# Writes the overrides to the record unless it exists; fails if it does. The
+# record appears whole or not at all, and never replaces another one: several
+# tasks of one SLURM array may start the same sweep at once, so it is written
+# to a temporary file and then linked into place (ln, unlike mv, refuses to
+# overwrite).
+record_overrides() {
+  local tmp linked=0
+  tmp="$(mktemp "${sweep_dir}/.${OVERRIDES_FILE}.XXXXXX")" ||
+    die "cannot write in ${sweep_dir}"
+  if ! { [[ -z "${current_overrides}" ]] ||
+    printf '%s\n' "${current_overrides}"; } >"${tmp}"; then
+    rm -f "${tmp}"
+    die "cannot write ${tmp}"
+  fi
+  ln "${tmp}" "${overrides_record}" 2>/dev/null && linked=1
+  rm -f "${tmp}"
+  ((linked)) || [[ -e "${overrides_record}" ]] ||
+    die "cannot write ${overrides_record}"
+  ((linked))
+}
+
+# Dies, touching nothing, unless the record holds this sweep's overrides.
+check_overrides() {
+  local recorded
+  # Sorted again, in case someone wrote the file by hand.
+  recorded="$(LC_ALL=C sort "${overrides_record}")" ||
+    die "cannot read ${overrides_record}"
+  [[ "${recorded}" != "${current_overrides}" ]] || return 0
+  die "${sweep_dir} was swept with overrides" \
+    "$(describe_overrides "${recorded}") and this run gives" \
+    "$(describe_overrides "${current_overrides}"); use another SWEEP_DIR for" \
+    "other overrides (or delete ${overrides_record} if you mean to change" \
+    "them)"
+}
+
+overrides_record="${sweep_dir}/${OVERRIDES_FILE}"
+current_overrides="$(normalized_overrides)"
+# A folder with runs but no record predates it: its finished runs may hold
+# other overrides, so this sweep launches them all (lettercnn.main checks
+# each against its config) and writes the record only once all have passed.
+# The record is looked for again after the runs: a sweep writes it before
+# launching anything, so runs found while it is still absent were made
+# without one.
+unchecked_runs=0
+if [[ -e "${overrides_record}" ]]; then
+  check_overrides
+elif compgen -G "${sweep_dir}/*/status.json" >/dev/null &&
+  [[ ! -e "${overrides_record}" ]]; then
+  unchecked_runs=1
+elif ! record_overrides; then
+  check_overrides # Another sweep has just written it.
+fi
+
 # --- CPU slots -----------------------------------------------------------
 # One comma-separated CPU list per slot when runs are pinned, else none.
 cpu_sets=()
@@ -135,21 +248,33 @@ if len(cpus) >= slots:
 fi
 
 # --- Runs ----------------------------------------------------------------
-# Prints the status recorded in WORKDIR/status.json, or nothing.
-run_status() {
-  local status_file="$1/status.json"
-  [[ -f "${status_file}" ]] || return 0
-  "${PYTHON}" -c '
-import json, sys
-try:
-  print(json.load(open(sys.argv[1])).get("status", ""))
-except (OSError, ValueError, AttributeError):
-  pass' "${status_file}"
+# Prints the state of WORKDIR: "busy PID" while another process holds it, or
+# its status word ("none", "unreadable", "running", "converged", ...), or
+# "unknown" if it cannot tell (then lettercnn.main, launched, will).
+workdir_state() {
+  "${PYTHON}" -m lettercnn.workdir_guard "$1" || echo unknown
 }
 
 declare -A pid_of_stem=()
 declare -A slot_of_stem=()
 failures=()
+busy=()
+
+# Says that run `stem` is busy: process `pid` holds its workdir.
+report_busy() {
+  local stem="$1" pid="$2"
+  busy+=("${stem} (process ${pid})")
+  echo "[sweep] ${stem}: busy (process ${pid} holds its workdir), not started"
+}
+
+# Prints the pid named by the last "in use by process PID" error in a run's
+# log, or "unknown".
+busy_pid_in_log() {
+  local pid
+  pid="$(sed -n 's/^lettercnn: error: workdir .* is in use by process \([^ ]*\) .*/\1/p' \
+    "$1" | tail -n 1)"
+  echo "${pid:-unknown}"
+}
 
 # Prints the first slot no running run holds.
 free_slot() {
@@ -193,7 +318,10 @@ finish() {
   wait "${pid_of_stem[${stem}]}" || rc=$?
   unset 'pid_of_stem[${stem}]' 'slot_of_stem[${stem}]'
   if ((rc == 0)); then
-    echo "[sweep] ${stem}: $(run_status "${workdir}" || true)"
+    echo "[sweep] ${stem}: $(workdir_state "${workdir}")"
+  elif ((rc == BUSY_EXIT)); then
+    # Another process took the workdir after the check before the launch.
+    report_busy "${stem}" "$(busy_pid_in_log "${workdir}/log.txt")"
   else
     failures+=("${stem} (exit ${rc}, log: ${workdir}/log.txt)")
     echo "[sweep] ${stem}: FAILED (exit status ${rc}); end of its log:"
@@ -229,18 +357,56 @@ stop_runs() {
 trap stop_runs INT TERM
 
 echo "[sweep] ${#stems[@]} runs into ${sweep_dir}, ${jobs} at a time."
+if ((unchecked_runs)); then
+  echo "[sweep] ${sweep_dir} has runs but no ${OVERRIDES_FILE} (it predates" \
+    "it): launching every run, finished ones too, so that lettercnn.main" \
+    "checks each against this sweep's config."
+fi
 for stem in "${stems[@]}"; do
-  status="$(run_status "${sweep_dir}/${stem}")"
-  case "${status}" in
-    converged | not_converged | diverged)
-      echo "[sweep] ${stem}: already finished (${status}), skipped."
+  wait_for_slots "${jobs}"
+  # Asked only once a slot is free, so that it is current at the launch.
+  state="$(workdir_state "${sweep_dir}/${stem}")"
+  case "${state}" in
+    busy\ *)
+      report_busy "${stem}" "${state#busy }"
       continue
       ;;
+    converged | not_converged | diverged)
+      if ((!unchecked_runs)); then
+        echo "[sweep] ${stem}: already finished (${state}), skipped."
+        continue
+      fi
+      ;;
   esac
-  wait_for_slots "${jobs}"
   launch "${stem}"
 done
 wait_for_slots 1
+
+# Prints the runs in SWEEP_DIR that this sweep has no config for (CONFIGS, a
+# SLURM task): it has not had lettercnn.main check them.
+runs_not_swept() {
+  local status_file stem
+  for status_file in "${sweep_dir}"/*/status.json; do
+    [[ -e "${status_file}" ]] || continue
+    stem="$(basename "$(dirname "${status_file}")")"
+    [[ -n "${config_of_stem[${stem}]:-}" ]] || echo "${stem}"
+  done
+}
+
+if ((unchecked_runs)); then
+  others="$(runs_not_swept)"
+  if ((${#failures[@]} || ${#busy[@]})); then
+    echo "[sweep] not writing ${overrides_record}: not every run passed" \
+      "lettercnn.main's check, so the next sweep launches them all again." >&2
+  elif [[ -n "${others}" ]]; then
+    echo "[sweep] not writing ${overrides_record}: this sweep did not check" \
+      "${others//$'\n'/, }; a sweep of every config will." >&2
+  elif record_overrides; then
+    echo "[sweep] recorded the overrides in ${overrides_record}."
+  else
+    check_overrides # Another sweep wrote it meanwhile.
+  fi
+fi
 
 report_rc=0
 if ((run_report)); then
@@ -248,9 +414,16 @@ if ((run_report)); then
   "${PYTHON}" -m lettercnn.report "${sweep_dir}" || report_rc=$?
 fi
 
+if ((${#busy[@]})); then
+  echo "[sweep] ${#busy[@]} run(s) busy, being trained by another process;" \
+    "rerun this command once that has ended:" >&2
+  printf '  %s\n' "${busy[@]}" >&2
+fi
 if ((${#failures[@]})); then
   echo "[sweep] ${#failures[@]} run(s) failed:" >&2
   printf '  %s\n' "${failures[@]}" >&2
+fi
+if ((${#failures[@]} || ${#busy[@]})); then
   exit 1
 fi
 exit "${report_rc}"

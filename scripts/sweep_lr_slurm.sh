@@ -18,7 +18,14 @@
 # SWEEP_DIR/<config stem> with its output in log.txt there, a finished run is
 # skipped and an unfinished one resumes, so resubmitting the same array after
 # a preemption or time limit continues the sweep. PYTHON and CONFIGS work as
-# there (CONFIGS: the array indexes its list, in its order).
+# there (CONFIGS: the array indexes its list, in its order). The tasks share
+# SWEEP_DIR/sweep_overrides.txt, which the first to start writes: resubmitting
+# into SWEEP_DIR with other overrides fails every task at once (exit 2). A
+# task whose run another process is training reports it busy and exits 1. In
+# a sweep folder from before sweep_overrides.txt, each task relaunches its
+# run, finished or not, so that lettercnn.main checks it against its config;
+# the file is then written only by a sweep of every config
+# (scripts/sweep_lr.sh SWEEP_DIR [--config.FIELD=VALUE ...]).
 #
 # Ask for resources on the sbatch command line, e.g. `--gres=gpu:1
 # --cpus-per-task=4 --time=4:00:00`; add `%N` to --array (e.g. 0-6%2) to cap

@@ -22,9 +22,11 @@ SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr.sh'
 SLURM_SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr_slurm.sh'
 
 # Stands in for `python`: `-m lettercnn.main` records its arguments, times and
-# the CPUs it may run on in the workdir, writes status "running", sleeps, then fails if the config
-# name contains "fail" or writes status "converged"; `-m lettercnn.report`
-# just says so; anything else (the sweep's status.json reader) runs Python.
+# the CPUs it may run on in the workdir; if the config name contains "busy"
+# it then exits 75 like a run whose workdir process 4242 holds; otherwise it
+# writes status "running", sleeps, then fails if the config name contains
+# "fail" or writes status "converged"; `-m lettercnn.report` just says so;
+# anything else (the sweep's `-m lettercnn.workdir_guard`) runs Python.
 FAKE_PYTHON = """#!/usr/bin/env bash
 set -eu
 if [[ "$1 $2" == "-m lettercnn.main" ]]; then
@@ -39,14 +41,22 @@ if [[ "$1 $2" == "-m lettercnn.main" ]]; then
   grep Cpus_allowed_list /proc/$$/status | cut -f2 >"${workdir}/cpus"
   printf '%s\\n' "$@" >"${workdir}/args.txt"
   echo "PYTHONPATH=${PYTHONPATH}" >>"${workdir}/args.txt"
+  case "$(basename "${config}")" in
+    *busy*)
+      echo "lettercnn: error: workdir ${workdir} is in use by process 4242" \
+        "(it holds ${workdir}/.lock); wait for it to end, or pass another" \
+        "--workdir" >&2
+      exit 75
+      ;;
+  esac
   date +%s.%N >"${workdir}/start"
-  echo '{"status": "running"}' >"${workdir}/status.json"
+  echo '{"status": "running", "config": {}}' >"${workdir}/status.json"
   sleep "${FAKE_SECONDS:-0}"
   date +%s.%N >"${workdir}/end"
   case "$(basename "${config}")" in
     *fail*) echo "training blew up"; exit 3 ;;
   esac
-  echo '{"status": "converged"}' >"${workdir}/status.json"
+  echo '{"status": "converged", "config": {}}' >"${workdir}/status.json"
   exit 0
 fi
 if [[ "$1 $2" == "-m lettercnn.report" ]]; then
@@ -85,6 +95,12 @@ def run_sweep(args, env_updates: dict[str, str], cwd=REPO_ROOT,
                         timeout=timeout, check=False)
 
 
+def write_status(workdir: pathlib.Path, status: str) -> None:
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / 'status.json').write_text(
+      json.dumps({'status': status, 'config': {}}))
+
+
 def read_times(workdir: pathlib.Path) -> tuple[float, float]:
   return (float((workdir / 'start').read_text()),
           float((workdir / 'end').read_text()))
@@ -118,10 +134,10 @@ def test_runs_all_configs_collects_failures_and_reports(
 def test_skips_finished_runs_and_relaunches_unfinished(
     tmp_path, fake_python, configs):
   sweep_dir = tmp_path / 'sweep'
+  (sweep_dir).mkdir()
+  (sweep_dir / 'sweep_overrides.txt').write_text('')
   for stem, status in (('lr_a', 'diverged'), ('lr_b', 'running')):
-    (sweep_dir / stem).mkdir(parents=True)
-    (sweep_dir / stem / 'status.json').write_text(
-        json.dumps({'status': status}))
+    write_status(sweep_dir / stem, status)
   result = run_sweep([sweep_dir, '--no-report'], {
       'PYTHON': str(fake_python),
       'CONFIGS': ' '.join(map(str, configs[:2]))})
@@ -209,12 +225,230 @@ def test_interrupt_stops_runs(tmp_path, fake_python, configs):
     with pytest.raises(ProcessLookupError):
       os.kill(run_pid, 0)
 
+# Holds the flock on argv[1], a workdir's .lock, as a run does, with its pid
+# in the file; prints "locked" once it holds it, then sleeps.
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()}\\n".encode())
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def hold_lock():
+  """Holds a workdir's lock from a child process until the test ends."""
+  holders = []
+
+  def hold(workdir: pathlib.Path) -> subprocess.Popen:
+    workdir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, '-c', HOLD_LOCK, str(workdir / '.lock')],
+        stdout=subprocess.PIPE, text=True)
+    holders.append(holder)
+    assert holder.stdout.readline() == 'locked\n'
+    return holder
+
+  yield hold
+  for holder in holders:
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+
+
+def test_point_held_by_another_process_is_busy_and_not_started(
+    tmp_path, fake_python, configs, hold_lock):
+  sweep_dir = tmp_path / 'sweep'
+  env = {'PYTHON': str(fake_python),
+         'CONFIGS': ' '.join(map(str, configs[:2]))}
+  holder = hold_lock(sweep_dir / 'lr_a')
+  result = run_sweep([sweep_dir, '--no-report'], env)
+
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert (f'[sweep] lr_a: busy (process {holder.pid} holds its workdir), '
+          'not started') in result.stdout
+  assert not (sweep_dir / 'lr_a' / 'pid').exists()
+  assert not (sweep_dir / 'lr_a' / 'args.txt').exists()
+  assert '[sweep] lr_b: converged' in result.stdout
+  assert 'FAILED' not in result.stdout
+  assert 'failed' not in result.stderr
+  assert '1 run(s) busy, being trained by another process' in result.stderr
+  assert f'  lr_a (process {holder.pid})' in result.stderr
+  assert 'rerun this command once that has ended' in result.stderr
+
+  # Once the other process has ended, rerunning the sweep trains the point.
+  holder.kill()
+  holder.wait()
+  rerun = run_sweep([sweep_dir, '--no-report'], env)
+  assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+  assert (sweep_dir / 'lr_a' / 'args.txt').exists()
+  assert 'lr_b: already finished (converged), skipped' in rerun.stdout
+
+
+def test_run_that_finds_its_workdir_taken_is_busy_not_failed(
+    tmp_path, fake_python, configs):
+  busy_config = configs[0].with_name('lr_busy.py')
+  busy_config.write_text('# fake\n')
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep([sweep_dir, '--no-report'], {
+      'PYTHON': str(fake_python),
+      'CONFIGS': f'{busy_config} {configs[0]}'})
+
+  assert result.returncode == 1, result.stdout + result.stderr
+  assert (sweep_dir / 'lr_busy' / 'args.txt').exists()  # It was launched.
+  assert ('[sweep] lr_busy: busy (process 4242 holds its workdir), '
+          'not started') in result.stdout
+  assert '[sweep] lr_a: converged' in result.stdout
+  assert 'FAILED' not in result.stdout
+  assert 'failed' not in result.stderr
+  assert '  lr_busy (process 4242)' in result.stderr
+
+
+def _snapshot(folder: pathlib.Path) -> dict[str, tuple[int, bytes]]:
+  """Every path under `folder` (itself too): its mtime and a file's bytes."""
+  return {
+      str(path.relative_to(folder)): (
+          path.stat().st_mtime_ns,
+          b'' if path.is_dir() else path.read_bytes())
+      for path in [folder, *folder.rglob('*')]}
+
+
+def test_sweep_folder_refuses_other_overrides(tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  record = sweep_dir / 'sweep_overrides.txt'
+  env = {'PYTHON': str(fake_python),
+         'CONFIGS': ' '.join(map(str, configs[:2]))}
+  first = run_sweep(
+      [sweep_dir, '--no-report', '--config.seed=1', '--config.num_epochs=10'],
+      env)
+  assert first.returncode == 0, first.stdout + first.stderr
+  assert record.read_text() == '--config.num_epochs=10\n--config.seed=1\n'
+  before = _snapshot(sweep_dir)
+
+  other = run_sweep(
+      [sweep_dir, '--no-report', '--config.seed=1', '--config.num_epochs=20'],
+      env)
+  assert other.returncode == 2
+  assert other.stdout == ''
+  assert other.stderr == (
+      f"sweep_lr.sh: error: {sweep_dir} was swept with overrides "
+      "'--config.num_epochs=10 --config.seed=1' and this run gives "
+      "'--config.num_epochs=20 --config.seed=1'; use another SWEEP_DIR for "
+      f"other overrides (or delete {record} if you mean to change them)\n")
+  none = run_sweep([sweep_dir, '--no-report'], env)
+  assert none.returncode == 2
+  assert none.stdout == ''
+  assert "and this run gives none; use another SWEEP_DIR" in none.stderr
+  assert len(none.stderr.splitlines()) == 1
+  assert _snapshot(sweep_dir) == before  # Nothing launched or written.
+
+  # The same overrides in another order, or with a field given twice (the
+  # last counts), are the same sweep.
+  for overrides in (['--config.num_epochs=10', '--config.seed=1'],
+                    ['--config.seed=5', '--config.num_epochs=10',
+                     '--config.seed=1']):
+    same = run_sweep([sweep_dir, '--no-report', *overrides], env)
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert same.stdout.count('already finished (converged), skipped') == 2
+  assert record.read_text() == '--config.num_epochs=10\n--config.seed=1\n'
+
+
+def test_sweep_folder_without_overrides_refuses_some(
+    tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  env = {'PYTHON': str(fake_python), 'CONFIGS': str(configs[0])}
+  assert run_sweep([sweep_dir, '--no-report'], env).returncode == 0
+  assert (sweep_dir / 'sweep_overrides.txt').read_text() == ''
+
+  result = run_sweep([sweep_dir, '--no-report', '--config.seed=1'], env)
+  assert result.returncode == 2
+  assert (f"{sweep_dir} was swept with overrides none and this run gives "
+          "'--config.seed=1';") in result.stderr
+
+
+@pytest.mark.parametrize('attempt', range(3))  # Races are won by chance.
+def test_concurrent_sweeps_into_a_new_folder_keep_one_record(
+    tmp_path, fake_python, configs, attempt):
+  """Sweeps that start at once (a SLURM array) agree on the first record."""
+  del attempt
+  sweep_dir = tmp_path / 'sweep'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(PYTHON=str(fake_python), CONFIGS=str(configs[0]))
+  # Each sweep waits on the FIFO, so all start when it is opened and closed.
+  start = tmp_path / 'start'
+  os.mkfifo(start)
+  sweeps = [
+      subprocess.Popen(
+          ['bash', '-c', 'read -r _ <"$1" || true; shift; exec bash "$@"', '_',
+           str(start), str(SWEEP), str(sweep_dir), '--no-report',
+           f'--config.seed={seed}'],
+          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+      for seed in range(8)]
+  time.sleep(0.5)  # Until every sweep waits on the FIFO.
+  with open(start, 'w'):
+    pass
+  codes = [sweep.wait(timeout=60) for sweep in sweeps]
+
+  assert sorted(codes) == [0] + [2] * 7, codes
+  assert (sweep_dir / 'sweep_overrides.txt').read_text() == (
+      f'--config.seed={codes.index(0)}\n')
+  assert sorted(p.name for p in sweep_dir.iterdir()) == [
+      'lr_a', 'sweep_overrides.txt']  # No temporary file left behind.
+
+
+def test_folder_from_before_the_record_checks_every_run_then_records(
+    tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  for stem in ('lr_a', 'lr_b'):
+    write_status(sweep_dir / stem, 'converged')
+  env = {'PYTHON': str(fake_python),
+         'CONFIGS': ' '.join(map(str, configs[:2]))}
+  args = [sweep_dir, '--no-report', '--config.num_epochs=10']
+  result = run_sweep(args, env)
+
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert 'launching every run, finished ones too' in result.stdout
+  assert 'already finished' not in result.stdout
+  for stem in ('lr_a', 'lr_b'):  # Launched, so lettercnn.main checked them.
+    assert '--config.num_epochs=10' in (
+        sweep_dir / stem / 'args.txt').read_text()
+  assert (sweep_dir / 'sweep_overrides.txt').read_text() == (
+      '--config.num_epochs=10\n')
+
+  rerun = run_sweep(args, env)
+  assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+  assert rerun.stdout.count('already finished (converged), skipped') == 2
+
+
+@pytest.mark.parametrize('stems, message', [
+    (('lr_a', 'lr_fail'), 'not every run passed'),
+    (('lr_a',), 'this sweep did not check lr_b'),
+])
+def test_folder_from_before_the_record_stays_unrecorded_until_all_pass(
+    tmp_path, fake_python, configs, stems, message):
+  sweep_dir = tmp_path / 'sweep'
+  for stem in ('lr_a', 'lr_b'):
+    write_status(sweep_dir / stem, 'converged')
+  env = {'PYTHON': str(fake_python), 'CONFIGS': ' '.join(
+      str(c) for c in configs if c.stem in stems)}
+  for _ in range(2):  # Each sweep launches the finished lr_a again.
+    (sweep_dir / 'lr_a' / 'args.txt').unlink(missing_ok=True)
+    result = run_sweep([sweep_dir, '--no-report'], env)
+    assert result.returncode == (1 if 'lr_fail' in stems else 0), (
+        result.stdout + result.stderr)
+    assert message in result.stderr
+    assert (sweep_dir / 'lr_a' / 'args.txt').exists()
+    assert not (sweep_dir / 'sweep_overrides.txt').exists()
+
 
 @pytest.mark.parametrize('args, env, message', [
     ([], {}, 'Usage:'),
     (['a', 'b'], {}, 'more than one SWEEP_DIR'),
     (['a', '-j', '0'], {}, '-j needs a positive integer'),
     (['a', '-x'], {}, 'unknown option -x'),
+    (['a', '--config.name=x\ny'], {}, 'an override holds a line break'),
     (['a'], {'CONFIGS': 'configs/lr_nope.py'}, 'CONFIGS names a missing file'),
     (['a'], {'PYTHON': 'no-such-python'}, "no Python interpreter"),
 ])
@@ -233,7 +467,8 @@ def test_slurm_task_runs_its_config(tmp_path, fake_python, configs):
                      script=SLURM_SWEEP)
 
   assert result.returncode == 0, result.stderr
-  assert [p.name for p in sweep_dir.iterdir()] == ['lr_b']
+  assert sorted(p.name for p in sweep_dir.iterdir()) == [
+      'lr_b', 'sweep_overrides.txt']
   assert '--config.seed=3' in (sweep_dir / 'lr_b' / 'args.txt').read_text()
   assert 'fake report' not in result.stdout
 
@@ -252,7 +487,7 @@ def test_slurm_task_default_configs_are_the_sorted_lr_files(
       'SLURM_SUBMIT_DIR': str(REPO_ROOT)}, cwd=tmp_path, script=SLURM_SWEEP)
 
   assert result.returncode == 0, result.stderr
-  assert [p.name for p in sweep_dir.iterdir()] == [expected[0]]
+  assert [p.name for p in sweep_dir.iterdir() if p.is_dir()] == [expected[0]]
 
 
 # --- End to end -----------------------------------------------------------
