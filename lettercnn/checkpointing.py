@@ -100,6 +100,16 @@ def _first_difference(saved: Any, expected: Any) -> str | None:
   return None
 
 
+# Room for a checkpoint's JSON and orbax's metadata files, besides the arrays.
+_META_BYTES = 2**18
+
+
+def _free_bytes(path: str) -> int:
+  """Bytes that an unprivileged process may still write where `path` is."""
+  stats = os.statvfs(path)
+  return stats.f_bavail * stats.f_frsize
+
+
 def _reason(error: Exception) -> str:
   """A short one-line cause of a failed write."""
   if isinstance(error, OSError) and error.strerror:
@@ -117,8 +127,9 @@ class Checkpointer:
 
   def __init__(self, workdir: str):
     self._workdir = workdir
+    self._directory = os.path.join(workdir, CHECKPOINT_DIR)
     self._manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR),
+        os.path.abspath(self._directory),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=MAX_TO_KEEP, enable_async_checkpointing=False,
             create=True, cleanup_tmp_directories=True))
@@ -135,13 +146,15 @@ class Checkpointer:
     scheduled save, and the checkpoint on disk is that same state.
 
     Raises:
-      SaveFailed: the disk refused the write (full, read-only, ...). Orbax
-        wrote into a temporary folder, so the checkpoints before stand.
+      SaveFailed: the disk has no room for it, or refused the write (full,
+        read-only, ...). Orbax writes into a temporary folder, so the
+        checkpoints before stand.
     """
     if snapshot.step in self._manager.all_steps():
       logging.info('Checkpoint at step %d already saved.', snapshot.step)
       return
     arrays = _as_saved(snapshot.arrays)
+    self.check_space(snapshot.step, arrays)
     meta = dict(snapshot.meta, arrays_sha256=array_digest(arrays))
     try:
       self._manager.save(snapshot.step, args=ocp.args.Composite(
@@ -152,13 +165,32 @@ class Checkpointer:
     # arrays, a ValueError such as "RESOURCE_EXHAUSTED: ... No space left on
     # device [os_error_code='28']".
     except (OSError, ValueError) as e:
-      steps = self.steps()
-      kept = (f'the checkpoint at step {steps[0]} is intact' if steps
-              else 'there is no earlier checkpoint')
+      raise self._save_failed(snapshot.step, _reason(e)) from e
+
+  def check_space(self, step: int, arrays: Any) -> None:
+    """Raises SaveFailed unless the disk has room for `arrays` uncompressed.
+
+    Checked before each save, and once before training, because a save that
+    runs out of space fails deep in orbax's writer threads, which log
+    tracebacks of their own before the error reaches lettercnn.
+    """
+    needed = _META_BYTES + sum(
+        np.asarray(x).nbytes for x in jax.tree.leaves(arrays))
+    free = _free_bytes(self._directory)
+    if free < needed:
       raise SaveFailed(
-          f'could not write the checkpoint at step {snapshot.step} in '
-          f'{os.path.join(self._workdir, CHECKPOINT_DIR)} ({_reason(e)}); '
-          f'{kept}') from e
+          f'not enough disk for checkpoints in {self._directory}: one needs up '
+          f'to {needed / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free; '
+          f'{self._kept()}, free some space and run again')
+
+  def _save_failed(self, step: int, reason: str) -> SaveFailed:
+    return SaveFailed(f'could not write the checkpoint at step {step} in '
+                      f'{self._directory} ({reason}); {self._kept()}')
+
+  def _kept(self) -> str:
+    steps = self.steps()
+    return (f'the checkpoint at step {steps[0]} is intact' if steps
+            else 'there is no earlier checkpoint')
 
   def latest_meta(self) -> Snapshot | None:
     """The newest checkpoint whose metadata reads, without its arrays.
@@ -202,7 +234,7 @@ class Checkpointer:
       if difference is not None:
         raise IncompatibleCheckpoint(
             f'the checkpoint at step {step} in '
-            f'{os.path.join(self._workdir, CHECKPOINT_DIR)} is intact but does '
+            f'{self._directory} is intact but does '
             f'not fit this code: {difference}; resume it with the code that '
             'wrote it, or train into another --workdir')
       return Snapshot(
@@ -212,7 +244,7 @@ class Checkpointer:
 
   def _set_aside(self, step: int, reason: str) -> None:
     """Moves a corrupt checkpoint out of the manager's way, keeping it."""
-    source = os.path.join(self._workdir, CHECKPOINT_DIR, str(step))
+    source = os.path.join(self._directory, str(step))
     target = os.path.join(self._workdir, CORRUPT_DIR, str(step))
     logging.warning('Checkpoint at step %d is corrupt (%s); moved to %s, '
                     'trying the previous one.', step, reason, target)

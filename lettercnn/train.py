@@ -468,12 +468,15 @@ def _restore(setup: _Setup, state: train_state.TrainState) -> _Run:
               started=time.monotonic())
 
 
+def _checkpoint_arrays(run: _Run) -> dict[str, Any]:
+  return {'state': jax_utils.unreplicate(jax.device_get(run.state)),
+          'metrics': run.metrics.snapshot()}
+
+
 def _save_checkpoint(setup: _Setup, run: _Run) -> None:
   run.record_wall_time()
   setup.checkpointer.save(checkpointing.Snapshot(
-      step=run.step, meta=run.status, arrays={
-          'state': jax_utils.unreplicate(jax.device_get(run.state)),
-          'metrics': run.metrics.snapshot()}))
+      step=run.step, meta=run.status, arrays=_checkpoint_arrays(run)))
 
 
 def _end_epoch(setup: _Setup, run: _Run, epoch: int,
@@ -563,6 +566,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     setup, initial_state = _set_up(config, workdir, num_devices)
     try:
       run = _restore(setup, initial_state)
+      # A run that could not save would lose its training: refuse it now.
+      setup.checkpointer.check_space(run.step, _checkpoint_arrays(run))
       writer = metric_writers.create_default_writer(
           workdir, just_logging=jax.process_index() > 0)
       if run.step == 0:

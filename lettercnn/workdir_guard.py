@@ -79,10 +79,15 @@ def locked(workdir: str) -> Iterator[None]:
     raise Busy(f'workdir {workdir} is in use by process '
                f'{_recorded_pid(path)} (it holds {path}); wait for it to end, '
                'or pass another --workdir')
-  _held[key] = 1
   try:
     os.ftruncate(fd, 0)
     os.write(fd, f'{os.getpid()}\n'.encode())
+  except OSError as e:  # A full disk.
+    os.close(fd)
+    raise errors.InputError(
+        f'workdir {workdir} cannot be written ({e.strerror or e})') from e
+  _held[key] = 1
+  try:
     yield
   finally:
     del _held[key]

@@ -257,3 +257,61 @@ def test_unwritable_workdir(tmp_path, data_dir):
   assert _error_line(stderr) == (
       f'lettercnn: error: workdir {workdir} cannot be written (Permission '
       'denied)')
+
+
+# The disk's free space as os.statvfs tells it, made 0 from the n-th look on:
+# 1st before training, then before each save.
+_DISK_FULL_FROM_LOOK_NUMBER = """
+    from lettercnn import checkpointing
+    looks = 0
+    def free_bytes(path):
+      global looks
+      looks += 1
+      return 0 if looks >= {n} else real(path)
+    real = checkpointing._free_bytes
+    checkpointing._free_bytes = free_bytes
+    """
+
+
+def test_no_room_for_a_checkpoint_stops_before_training(tmp_path, data_dir):
+  workdir = tmp_path / 'run'
+  exit_code, _, stderr = run_main(workdir, data_dir,
+                                  _DISK_FULL_FROM_LOOK_NUMBER.format(n=1))
+
+  assert exit_code == 1, stderr[-3000:]
+  # LeNet's 431,080 parameters and their momentum, and room for metadata.
+  assert _error_line(stderr) == (
+      'lettercnn: error: not enough disk for checkpoints in '
+      f'{workdir}/checkpoints: one needs up to 3.5 MiB and 0.0 MiB are free; '
+      'there is no earlier checkpoint, free some space and run again')
+  assert 'Epoch 1/4' not in stderr
+  assert _snapshot(workdir) == {}  # No events, no status.json.
+
+
+def test_disk_filling_up_keeps_the_last_checkpoint(workdir, data_dir):
+  exit_code, _, stderr = run_main(workdir, data_dir,
+                                  _DISK_FULL_FROM_LOOK_NUMBER.format(n=3))
+
+  assert exit_code == 1, stderr[-3000:]
+  assert _error_line(stderr).endswith(
+      '0.0 MiB are free; the checkpoint at step 300 is intact, free some space '
+      'and run again')
+  assert 'Traceback' not in stderr
+  assert sorted(map(int, finished_checkpoints(workdir))) == [150, 300]
+  assert read_status(workdir)['step'] == 300
+
+
+def test_workdir_on_a_disk_that_takes_no_more_bytes(tmp_path, data_dir):
+  """A file-size limit of 0 fails every write, as a full disk does."""
+  workdir = tmp_path / 'run'
+  fault = """
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    """
+  exit_code, _, stderr = run_main(workdir, data_dir, fault)
+
+  assert exit_code == 1, stderr[-3000:]
+  assert _error_line(stderr) == (
+      f'lettercnn: error: workdir {workdir} cannot be written (File too large)')
+  assert _snapshot(workdir) == {}
