@@ -2,7 +2,10 @@
 
 `config.dataset` picks the source: 'tombstone_letters' (generated, built once
 into the TFDS data dir), a path to a folder of class subfolders (DIGITS
-layout), or any other TFDS catalog name (e.g. 'mnist').
+layout), or any other TFDS catalog name (e.g. 'mnist'). Making a `Pipeline`
+reads every example once, into the in-memory cache that every epoch reads,
+so damaged dataset files show before training: the generated dataset is then
+built anew, and a catalog one, which lettercnn cannot rebuild, is an error.
 
 Training batches come shaped (devices, per_device_batch, H, W, C) so that
 `jax.pmap` maps the leading axis over devices; training chunks, the batches
@@ -10,24 +13,44 @@ of several consecutive steps, (devices, steps, per_device_batch, H, W, C).
 Images stay float32 in 0..255; the model applies DIGITS' input scale.
 """
 
-import fcntl
+import contextlib
+import functools
 import os
-from typing import Callable, Iterator
+import re
+import shutil
+from typing import Callable, Iterator, NamedTuple, TypeVar
 
+from absl import logging
+from google.protobuf import json_format
 import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from lettercnn import errors
+from lettercnn import file_lock
 from lettercnn import splits
 from lettercnn import tombstone_letters
 
 Batch = dict[str, np.ndarray]
+_T = TypeVar('_T')
 
 # Training steps fetched from tf.data at once, and run by one call of the
 # train step (`train.train_chunk`): far cheaper than a call of each per step.
 STEPS_PER_CHUNK = 64
+
+# What reading a TFDS dataset with damaged files raises, as tried on each
+# kind of damage: protobuf's ParseError (a json_format.Error) for malformed
+# JSON in dataset_info.json or features.json, UnicodeDecodeError (a
+# ValueError) for binary garbage there, ValueError for well-formed JSON with
+# bad values (a garbled file name template, feature class, ...),
+# AssertionError for a dataset_info.json without the version,
+# DatasetInfoFileError (an OSError) for a missing one, and from tf.data an
+# OpError for the records: DataLossError for a truncated or overwritten
+# shard, NotFoundError for a deleted one, FailedPreconditionError for fewer
+# records than dataset_info.json counts.
+_UNREADABLE = (json_format.Error, ValueError, AssertionError, OSError,
+               tf.errors.OpError)
 
 
 def chunk_steps(chunk: Batch) -> int:
@@ -45,50 +68,186 @@ def is_folder_dataset(name: str) -> bool:
       ('.', '/', '~'))
 
 
-def load_splits(config: ml_collections.ConfigDict) -> splits.Splits:
-  """Returns the raw train/validation splits of `config.dataset`."""
+def load_splits(config: ml_collections.ConfigDict,
+                read: Callable[[splits.Splits], _T]) -> _T:
+  """Calls `read` on the raw train/validation splits of `config.dataset`.
+
+  `read` must read every example of both splits (as `Pipeline` does, filling
+  its caches), so that damaged TFDS files show here, before training: the
+  generated dataset is then deleted and built again, and a catalog dataset,
+  which lettercnn cannot rebuild, is an InputError.
+  """
   if config.dataset == 'tombstone_letters':
-    builder_config = tombstone_letters.config_for(
-        config.examples_per_class, config.validation_fraction, config.seed)
-    builder = _built_once(lambda: tombstone_letters.TombstoneLetters(
-        config=builder_config, data_dir=config.data_dir))
-    return _tfds_splits(builder, 'train', 'validation')
+    return _generated_splits(config, read)
   if is_folder_dataset(config.dataset):
     from lettercnn import folder_dataset  # pylint: disable=g-import-not-at-top
-    return folder_dataset.load_folder_splits(config)
+    return read(folder_dataset.load_folder_splits(config))
+  return _catalog_splits(config, read)
+
+
+def _data_dir(config: ml_collections.ConfigDict) -> str:
+  """`config.data_dir`, or TFDS' default: the one folder builders are given."""
+  return os.path.expanduser(config.data_dir or tfds.core.constants.DATA_DIR)
+
+
+def _generated_splits(config: ml_collections.ConfigDict,
+                      read: Callable[[splits.Splits], _T]) -> _T:
+  builder_config = tombstone_letters.config_for(
+      config.examples_per_class, config.validation_fraction, config.seed)
+  data_dir = _data_dir(config)
+  folder = tombstone_letters.dataset_dir(data_dir, builder_config)
+
+  def build_and_read() -> _T:
+    # Made under the lock: a builder made before another process finished
+    # building would not see that process's dataset info.
+    builder = tombstone_letters.TombstoneLetters(config=builder_config,
+                                                 data_dir=data_dir)
+    builder.download_and_prepare()
+    missing = _missing_splits(builder, ('train', 'validation'))
+    if missing:  # TFDS reuses a folder that lost its dataset_info.json.
+      raise _Unreadable(f'its dataset_info.json lists no {missing} split')
+    return read(_tfds_splits(builder, 'train', 'validation'))
+
+  return _built_once(folder, build_and_read)
+
+
+class _Unreadable(Exception):
+  """A dataset's files cannot be read; the message says what failed."""
+
+
+def _read(read: Callable[[], _T]) -> _T:
+  """Returns `read()`, raising _Unreadable where TFDS files fail to read."""
   try:
-    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+    return read()
+  except errors.InputError:
+    raise
+  except _UNREADABLE as e:
+    raise _Unreadable(_detail(e)) from e
+
+
+def _detail(e: Exception) -> str:
+  """`e` as one line, less the names of the tf.data ops it failed in."""
+  text = e.message if isinstance(e, tf.errors.OpError) else str(e)
+  text = re.sub(r'\{\{function_node [^}]*\}\}|\[Op:\w+\].*', '', text)
+  return ' '.join(f'{type(e).__name__}: {text}'.split())
+
+
+def _built_once(folder: str, build_and_read: Callable[[], _T]) -> _T:
+  """Returns `build_and_read()`, which builds the dataset at `folder` if needed.
+
+  Runs of a sweep started together would race to build the same dataset; a
+  lock file beside it makes the later ones wait, then reuse it. They read it
+  under the lock too, so that a dataset found damaged (it is a cache of
+  deterministic data) is deleted and built again while no run reads it.
+  """
+  with _lock(folder + '.lock'):
+    try:
+      return _read(build_and_read)
+    except _Unreadable as e:
+      logging.warning('Deleting and rebuilding the unreadable generated '
+                      'dataset %s (%s).', folder, e)
+    _delete(folder)
+    try:
+      return _read(build_and_read)
+    except _Unreadable as e:
+      raise errors.InputError(
+          f'the generated dataset {folder} cannot be read even when built '
+          f'anew ({e}); check the disk, or set data_dir elsewhere') from e
+
+
+@contextlib.contextmanager
+def _lock(path: str) -> Iterator[None]:
+  """Holds an flock on `path`, made with its folder; one line if it cannot."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = file_lock.acquire(path, blocking=True)
+  except OSError as e:
+    raise errors.InputError(
+        f'cannot create the dataset lock file {path} ({e.strerror or e}); '
+        'data_dir must be a writable folder') from e
+  try:
+    yield
+  finally:
+    os.close(fd)
+
+
+def _delete(folder: str) -> None:
+  try:
+    shutil.rmtree(folder)
+  except FileNotFoundError:
+    pass
+  except OSError as e:
+    raise errors.InputError(
+        f'cannot delete the unreadable dataset {folder} ({e.strerror or e}); '
+        'delete it by hand') from e
+
+
+def _catalog_splits(config: ml_collections.ConfigDict,
+                    read: Callable[[splits.Splits], _T]) -> _T:
+  builder = _catalog_builder(config)
+  validation = 'validation' if 'validation' in builder.info.splits else 'test'
+  _check_classification(config.dataset, builder, ('train', validation))
+  try:
+    return _read(lambda: read(_tfds_splits(builder, 'train', validation)))
+  except _Unreadable as e:
+    raise errors.InputError(
+        _damaged(config.dataset, builder.data_dir, str(e))) from e
+
+
+def _catalog_builder(
+    config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The prepared builder of a TFDS catalog dataset, its metadata read."""
+  data_dir = _data_dir(config)
+  try:
+    builder = tfds.builder(config.dataset, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise errors.InputError(
         f'dataset {config.dataset!r} is neither tombstone_letters, an existing '
         'folder, nor a TFDS catalog name') from e
+  # Making it reads dataset_info.json and features.json, and TFDS raises many
+  # exception types on malformed ones.
+  except Exception as e:  # pylint: disable=broad-except
+    folder = os.path.join(data_dir, config.dataset.replace(':', '/'))
+    raise errors.InputError(
+        _damaged(config.dataset, folder, _detail(e))) from e
   if not builder.is_prepared():
     raise errors.InputError(
         f'TFDS dataset {config.dataset!r} is not prepared in {builder.data_dir}'
         ' and lettercnn downloads nothing: build it where the internet is '
         'reachable (`tfds build NAME`) and copy it there, or set data_dir')
-  return _tfds_splits(builder, 'train',
-                      'validation' if 'validation' in builder.info.splits
-                      else 'test')
-
-
-def _built_once(
-    make_builder: Callable[[], tfds.core.DatasetBuilder]
-) -> tfds.core.DatasetBuilder:
-  """A generated dataset's builder, built by this process or a concurrent one.
-
-  Runs of a sweep started together would race to build the same dataset;
-  a lock file beside it makes the later ones wait, then reuse it.
-  """
-  lock_path = os.fspath(make_builder().data_dir) + '.lock'
-  os.makedirs(os.path.dirname(lock_path), exist_ok=True)
-  with open(lock_path, 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    # Made anew under the lock: a builder made before another process
-    # finished building would not see that process's dataset info.
-    builder = make_builder()
-    builder.download_and_prepare()
   return builder
+
+
+def _damaged(name: str, folder: str, detail: str) -> str:
+  return (f'TFDS dataset {name!r} in {folder} cannot be read ({detail}); '
+          'lettercnn downloads nothing, so rebuild it where the internet is '
+          f'reachable (`tfds build {name}`) and copy it over that folder')
+
+
+def _check_classification(name: str, builder: tfds.core.DatasetBuilder,
+                          split_names: tuple[str, ...]) -> None:
+  """Raises InputError unless `builder` has these splits of labelled images."""
+  info = builder.info
+  missing = _missing_splits(builder, split_names)
+  if missing:
+    raise errors.InputError(
+        f'TFDS dataset {name!r} in {builder.data_dir} has no {missing} split '
+        f'(it has: {", ".join(sorted(info.splits)) or "none"}); lettercnn '
+        "trains on 'train' and validates on 'validation' or 'test'")
+  features = info.features
+  if not ('image' in features and 'label' in features and isinstance(
+      features['label'], tfds.features.ClassLabel)):
+    raise errors.InputError(
+        f"TFDS dataset {name!r} in {builder.data_dir} has no 'image' feature "
+        "and 'label' class label (its features: "
+        f"{', '.join(sorted(features.keys()))}); lettercnn trains image "
+        'classifiers')
+
+
+def _missing_splits(builder: tfds.core.DatasetBuilder,
+                    names: tuple[str, ...]) -> str:
+  """The names of `names` that `builder` lacks, quoted and joined, or ''."""
+  return ', '.join(repr(n) for n in names if n not in builder.info.splits)
 
 
 def _tfds_splits(builder: tfds.core.DatasetBuilder, train_split: str,
@@ -134,23 +293,46 @@ _OPTIONS = tf.data.Options()
 _OPTIONS.autotune.enabled = False
 
 
+class _Cached(NamedTuple):
+  """Raw splits, and the preprocessed splits cached in memory."""
+  splits: splits.Splits
+  train: tf.data.Dataset
+  validation: tf.data.Dataset
+
+
+def _cached(config: ml_collections.ConfigDict,
+            source: splits.Splits) -> _Cached:
+  """`source`, and its splits preprocessed, their caches filled now."""
+  if source.num_train < config.batch_size:
+    raise errors.InputError(
+        f'batch_size={config.batch_size} exceeds the {source.num_train}'
+        f' training images of {config.dataset}; use a smaller batch_size')
+  train, validation = (
+      _filled(preprocess(split, config.image_size, config.grayscale))
+      for split in (source.train, source.validation))
+  return _Cached(source, train, validation)
+
+
+def _filled(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """`dataset` cached in memory, the cache filled by reading it through once.
+
+  Every epoch, the first included, then reads the cache, and a record that
+  cannot be read fails now, before training.
+  """
+  cached = dataset.cache().with_options(_OPTIONS)
+  cached.reduce(0, lambda count, _: count + 1)
+  return cached
+
+
 class Pipeline:
   """Preprocessed, in-memory-cached splits and the batches drawn from them."""
 
   def __init__(self, config: ml_collections.ConfigDict, num_devices: int):
-    self.splits = load_splits(config)
-    if self.splits.num_train < config.batch_size:
-      raise errors.InputError(
-          f'batch_size={config.batch_size} exceeds the {self.splits.num_train}'
-          f' training images of {config.dataset}; use a smaller batch_size')
+    self.splits, self._train, self._validation = load_splits(
+        config, functools.partial(_cached, config))
     self.num_devices = num_devices
     self.batch_size = config.batch_size
     self.seed = config.seed
-    self._train = preprocess(self.splits.train, config.image_size,
-                             config.grayscale).cache().with_options(_OPTIONS)
-    self._validation = preprocess(
-        self.splits.validation, config.image_size,
-        config.grayscale).cache().with_options(_OPTIONS)
 
   @property
   def steps_per_epoch(self) -> int:

@@ -8,11 +8,13 @@ to validation.
 """
 
 import dataclasses
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from lettercnn import letter_render
+from lettercnn import split_sizes
 
 
 @dataclasses.dataclass
@@ -24,12 +26,19 @@ class TombstoneLettersConfig(tfds.core.BuilderConfig):
 
   @property
   def num_validation_per_class(self) -> int:
-    return int(round(self.examples_per_class * self.validation_fraction))
+    return split_sizes.per_class(self.examples_per_class,
+                                 self.validation_fraction)[1]
 
 
 def config_for(examples_per_class: int, validation_fraction: float,
                seed: int) -> TombstoneLettersConfig:
-  """Returns the builder config (cached under its own name) for these values."""
+  """Returns the builder config (cached under its own name) for these values.
+
+  Raises:
+    errors.InputError: the values leave a split empty
+      (`split_sizes.per_class`).
+  """
+  split_sizes.per_class(examples_per_class, validation_fraction)
   return TombstoneLettersConfig(
       name=f'n{examples_per_class}_val{validation_fraction:g}_seed{seed}',
       description=(f'{examples_per_class} images per letter, '
@@ -74,3 +83,13 @@ class TombstoneLetters(tfds.core.GeneratorBasedBuilder):
             'image': letter_render.render_letter(letter, rng),
             'label': label,
         }
+
+
+def dataset_dir(data_dir: str, config: TombstoneLettersConfig) -> str:
+  """The folder TFDS keeps the dataset of `config` in, under `data_dir`.
+
+  Known without making a builder, which reads the dataset_info.json there
+  and raises if that is garbled: the folder is then to be rebuilt.
+  """
+  return os.path.join(data_dir, TombstoneLetters.name, config.name,
+                      str(TombstoneLetters.VERSION))
