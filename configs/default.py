@@ -41,16 +41,39 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_devices = 0
   # Passes over the training split.
   config.num_epochs = 30
-  # Base learning rate of SGD with momentum (each configs/lr_*.py sets it).
+  # Base learning rate (each configs/lr_*.py sets it).
   config.learning_rate = 1e-4
-  # Factor the learning rate is multiplied by at each decay boundary.
-  config.lr_decay_factor = 0.1
-  # Epochs between learning-rate decays (DIGITS' "step down" every 33%).
-  config.lr_decay_every_epochs = 10
-  # SGD momentum (DIGITS' default).
+  # Solver, as DIGITS offers them (lettercnn.optimizers): 'sgd', 'momentum',
+  # 'nesterov', 'adagrad', 'rmsprop', 'adadelta' or 'adam'. DIGITS' Caffe
+  # "SGD" is SGD with momentum 0.9: here 'momentum'.
+  config.optimizer = 'momentum'
+  # Whose momentum update: 'caffe' (V = mu*V + lr*g; w -= V, so a step-down of
+  # the rate shrinks new steps only) or 'tensorflow' (A = mu*A + g; w -= lr*A).
+  config.momentum_form = 'caffe'
+  # Momentum of 'momentum' and 'nesterov' (DIGITS' default).
   config.momentum = 0.9
-  # L2 weight decay as a multiple of the base learning rate (DIGITS: lr / 100).
+  # L2 weight decay as a multiple of the base learning rate (DIGITS' Caffe:
+  # lr / 100; its TensorFlow backend has none).
   config.weight_decay_per_lr = 0.01
+  # Learning-rate multiplier of the biases (DIGITS' Caffe LeNet: lr_mult 2).
+  config.bias_lr_mult = 2.0
+
+  # --- Learning-rate policy (DIGITS' seven; lettercnn.schedules) -----------
+  # 'fixed', 'step', 'multistep', 'exp', 'inv', 'poly' or 'sigmoid', with p the
+  # percentage of training done: step lr*gamma^floor(p/step), multistep
+  # lr*gamma^(steps passed), exp lr*gamma^p, inv lr*(1+gamma*p)^-power,
+  # poly lr*(1-p/100)^power, sigmoid lr/(1+exp(gamma*(p-step))).
+  config.lr_policy = 'step'
+  # gamma: the factor of 'step', 'multistep' and 'exp', the rate of 'inv' and
+  # 'sigmoid' (DIGITS' "step down": x0.1).
+  config.lr_decay_factor = 0.1
+  # 'step' and 'sigmoid': the step, in % of training (every 33.3%: 10 of 30
+  # epochs, DIGITS' default).
+  config.lr_step_percent = 100 / 3
+  # 'multistep': where the rate steps down, in % of training.
+  config.lr_multistep_percents = (50.0, 75.0)
+  # 'inv' and 'poly': the power.
+  config.lr_power = 1.0
   # Seed for parameter initialisation, data generation and shuffling.
   config.seed = 0
 

@@ -10,6 +10,8 @@ import numpy as np
 
 from lettercnn import errors
 from lettercnn import models
+from lettercnn import optimizers
+from lettercnn import schedules
 from lettercnn import split_sizes
 
 # Training runs in float32: a larger rate (biases train at twice it) is inf.
@@ -32,6 +34,54 @@ def _is_finite(value) -> bool:
 
 def _is_positive_finite(value) -> bool:
   return _is_finite(value) and value > 0
+
+
+def _check_choice(config: ml_collections.ConfigDict, field: str,
+                  choices: tuple[str, ...]) -> None:
+  _require(config[field] in choices,
+           f'{field}={config[field]!r} is not one of {", ".join(choices)}')
+
+
+def _check_solver(config: ml_collections.ConfigDict) -> None:
+  _check_choice(config, 'optimizer', optimizers.OPTIMIZERS)
+  _check_choice(config, 'momentum_form', optimizers.MOMENTUM_FORMS)
+  _require(_is_finite(config.momentum) and 0 <= config.momentum < 1,
+           f'momentum={config.momentum!r} must be in [0, 1)')
+  _require(_is_positive_finite(config.bias_lr_mult),
+           f'bias_lr_mult={config.bias_lr_mult!r} must be a positive finite '
+           'number')
+
+
+def _check_lr_policy(config: ml_collections.ConfigDict) -> None:
+  """The fields the chosen policy reads (see lettercnn.schedules)."""
+  _check_choice(config, 'lr_policy', schedules.POLICIES)
+  policy, gamma = config.lr_policy, config.lr_decay_factor
+  if policy in ('step', 'multistep', 'exp'):
+    _require(_is_positive_finite(gamma) and gamma <= 1,
+             f'lr_decay_factor={gamma!r} must be in (0, 1] for lr_policy='
+             f'{policy!r}')
+  elif policy == 'inv':
+    _require(_is_positive_finite(gamma),
+             f'lr_decay_factor={gamma!r} must be a positive finite number for '
+             "lr_policy='inv'")
+  elif policy == 'sigmoid':
+    _require(_is_finite(gamma) and gamma != 0,
+             f'lr_decay_factor={gamma!r} must be a finite non-zero number for '
+             "lr_policy='sigmoid' (negative to decay)")
+  if policy in ('inv', 'poly'):
+    _require(_is_positive_finite(config.lr_power),
+             f'lr_power={config.lr_power!r} must be a positive finite number '
+             f'for lr_policy={policy!r}')
+  if policy in ('step', 'sigmoid'):
+    _require(_is_positive_finite(config.lr_step_percent)
+             and config.lr_step_percent <= 100,
+             f'lr_step_percent={config.lr_step_percent!r} must be in (0, 100] '
+             f'for lr_policy={policy!r}')
+  if policy == 'multistep':
+    percents = config.lr_multistep_percents
+    _require(all(_is_positive_finite(p) and p < 100 for p in percents),
+             f'lr_multistep_percents={tuple(percents)!r} must be numbers in '
+             "(0, 100) for lr_policy='multistep'")
 
 
 def num_devices_to_use(config: ml_collections.ConfigDict) -> int:
@@ -65,20 +115,12 @@ def check_config(config: ml_collections.ConfigDict) -> int:
            f'batch_size={config.batch_size!r} must be an integer >= 1')
   _require(isinstance(config.num_epochs, int) and config.num_epochs >= 1,
            f'num_epochs={config.num_epochs!r} must be an integer >= 1')
-  _require(_is_positive_finite(config.lr_decay_factor)
-           and config.lr_decay_factor <= 1,
-           f'lr_decay_factor={config.lr_decay_factor!r} must be in (0, 1]')
-  _require(isinstance(config.lr_decay_every_epochs, int)
-           and config.lr_decay_every_epochs >= 1,
-           f'lr_decay_every_epochs={config.lr_decay_every_epochs!r} must be an '
-           'integer >= 1')
-  _require(0 <= config.momentum < 1,
-           f'momentum={config.momentum!r} must be in [0, 1)')
+  _check_solver(config)
+  _check_lr_policy(config)
   _require(0 < config.validation_fraction < 1,
            f'validation_fraction={config.validation_fraction!r} must be in '
            '(0, 1)')
-  _require(config.model in models.MODELS,
-           f'model={config.model!r} is not one of {sorted(models.MODELS)}')
+  _check_choice(config, 'model', tuple(models.MODELS))
   for field in ('examples_per_class', 'image_size', 'eval_batch_size',
                 'log_every_steps', 'checkpoint_every_epochs'):
     value = config[field]

@@ -31,9 +31,18 @@ flags.mark_flags_as_required(['config'])
 
 
 def default_workdir(config_path: str) -> str:
-  """runs/<config file stem>, e.g. runs/lr_1e-4 for configs/lr_1e-4.py."""
-  stem = os.path.splitext(os.path.basename(config_path))[0]
-  return os.path.join('runs', stem)
+  """runs/ and the config file's path below configs/, less '.py'.
+
+  runs/lr_1e-4 for configs/lr_1e-4.py, runs/tf/lr_1e-4 for
+  configs/tf/lr_1e-4.py (so presets of two setups never share a workdir),
+  runs/<stem> for a file elsewhere.
+  """
+  path = os.path.splitext(os.path.normpath(config_path))[0]
+  parts = path.split(os.sep)
+  if 'configs' in parts[:-1]:
+    index = len(parts) - 1 - parts[::-1].index('configs')
+    return os.path.join('runs', *parts[index + 1:])
+  return os.path.join('runs', parts[-1])
 
 
 def _config_file_error(path: str) -> str | None:

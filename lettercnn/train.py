@@ -1,4 +1,4 @@
-"""Training loop: pmap-ed SGD-momentum steps, per-epoch evaluation, TensorBoard.
+"""Training loop: pmap-ed train steps, per-epoch evaluation, TensorBoard.
 
 Data flows one way: config -> input pipeline -> train loop -> writers -> status.
 """
@@ -26,8 +26,10 @@ from lettercnn import checkpointing
 from lettercnn import config_checks
 from lettercnn import input_pipeline
 from lettercnn import models
+from lettercnn import optimizers
 from lettercnn import progress
 from lettercnn import run_status
+from lettercnn import schedules
 from lettercnn import tb_events
 from lettercnn import workdir_guard
 
@@ -42,41 +44,6 @@ class TrainMetrics(metrics.Collection):
 class EvalMetrics(metrics.Collection):
   loss: metrics.Average.from_output('loss')
   accuracy: metrics.Accuracy
-
-
-def create_learning_rate_schedule(config: ml_collections.ConfigDict,
-                                  steps_per_epoch: int) -> optax.Schedule:
-  """DIGITS' "step down": x lr_decay_factor every lr_decay_every_epochs epochs.
-
-  The schedule is indexed by the number of updates already applied, so the
-  first step with the decayed rate is step `boundary + 1` (1-based).
-  """
-  total_steps = config.num_epochs * steps_per_epoch
-  every_steps = config.lr_decay_every_epochs * steps_per_epoch
-  boundaries = range(every_steps, total_steps, every_steps)
-  return optax.piecewise_constant_schedule(
-      init_value=config.learning_rate,
-      boundaries_and_scales={b: config.lr_decay_factor for b in boundaries})
-
-
-def _is_bias(params: Any) -> Any:
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: path[-1].key == 'bias', params)
-
-
-def create_optimizer(config: ml_collections.ConfigDict,
-                     schedule: optax.Schedule) -> optax.GradientTransformation:
-  """Caffe's SGD as DIGITS configures it for LeNet.
-
-  L2 weight decay of learning_rate * weight_decay_per_lr on every parameter,
-  biases at twice the learning rate (LeNet's `lr_mult: 2`), then momentum.
-  """
-  return optax.chain(
-      optax.add_decayed_weights(config.learning_rate *
-                                config.weight_decay_per_lr),
-      optax.masked(optax.scale(2.0), _is_bias),
-      optax.sgd(schedule, momentum=config.momentum),
-  )
 
 
 def create_train_state(rng: jax.Array, model: flax.linen.Module,
@@ -292,8 +259,9 @@ class _StopSignals:
 
 
 def _hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config as TensorBoard hparams (which accept no None)."""
-  return {k: ('None' if v is None else v) for k, v in config.items()}
+  """The config as TensorBoard hparams (scalars and strings; None as 'None')."""
+  return {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+          for k, v in config.items()}
 
 
 def _has_diverged(loss: float, reference_loss: float, factor: float) -> bool:
@@ -419,13 +387,13 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str,
   logging.info('%d train / %d validation images, %d classes, %d steps/epoch.',
                pipeline.splits.num_train, pipeline.splits.num_validation,
                pipeline.splits.num_classes, pipeline.steps_per_epoch)
-  schedule = create_learning_rate_schedule(config, pipeline.steps_per_epoch)
+  schedule = schedules.create(config, pipeline.steps_per_epoch)
   model = models.create_model(config.model, pipeline.splits.num_classes)
   channels = 1 if config.grayscale else 3
   state = create_train_state(
       jax.random.key(config.seed), _training_model(model, devices),
       (config.image_size, config.image_size, channels),
-      create_optimizer(config, schedule))
+      optimizers.create(config, schedule))
   setup = _Setup(config=config, workdir=workdir, devices=devices,
                  pipeline=pipeline, schedule=schedule,
                  eval_apply_fn=model.apply,

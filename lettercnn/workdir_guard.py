@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import json
 import os
 import sys
 from typing import Any, Iterator, Sequence
@@ -168,7 +169,8 @@ def existing_run(config: ml_collections.ConfigDict, workdir: str,
 
 def _check_same_run(status: dict[str, Any], config: ml_collections.ConfigDict,
                     workdir: str, num_devices: int) -> None:
-  saved, current = status['config'], config.to_dict()
+  # As status.json holds it: tuples become lists.
+  saved, current = status['config'], json.loads(json.dumps(config.to_dict()))
   differences = [f'{k}: {saved.get(k)!r} there vs {current.get(k)!r} now'
                  for k in sorted(set(saved) | set(current))
                  if saved.get(k) != current.get(k)]

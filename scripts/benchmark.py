@@ -63,7 +63,9 @@ import optax
 from configs import default
 from lettercnn import input_pipeline
 from lettercnn import models
+from lettercnn import optimizers
 from lettercnn import progress
+from lettercnn import schedules
 from lettercnn import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -202,7 +204,7 @@ def _initial_state(config, num_classes: int, devices, schedule):
   return train.create_train_state(
       jax.random.key(config.seed), model,
       (config.image_size, config.image_size, 1),
-      train.create_optimizer(config, schedule))
+      optimizers.create(config, schedule))
 
 
 class LettercnnLoop:
@@ -214,7 +216,7 @@ class LettercnnLoop:
     self.pipeline = input_pipeline.Pipeline(self.config, len(self.devices))
     self.steps_per_epoch = self.pipeline.steps_per_epoch
     self.epochs_per_run = max(1, round(target_steps / self.steps_per_epoch))
-    self.schedule = train.create_learning_rate_schedule(
+    self.schedule = schedules.create(
         self.config, self.steps_per_epoch)
     self.state = jax_utils.replicate(
         _initial_state(self.config, self.pipeline.splits.num_classes,
@@ -345,7 +347,7 @@ class JitStep:
     self.state = train.create_train_state(
         jax.random.key(config.seed), model,
         (config.image_size, config.image_size, 1),
-        train.create_optimizer(config, loop.schedule))
+        optimizers.create(config, loop.schedule))
     images, labels = loop.numpy_images()
     batch = config.batch_size
     self.batches = [
@@ -542,7 +544,7 @@ def main(argv: list[str]) -> None:
                                       loop.pipeline.splits.num_classes)
       reference_state = train.create_train_state(
           jax.random.key(0), reference, (28, 28, 1),
-          train.create_optimizer(loop.config, loop.schedule))
+          optimizers.create(loop.config, loop.schedule))
       xla_flops = {'loop_model': _xla_flops(JitStep.step, state, batch),
                    'xla_convolutions': _xla_flops(JitStep.step,
                                                   reference_state, batch)}

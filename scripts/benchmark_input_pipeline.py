@@ -41,6 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default
 from lettercnn import input_pipeline
 from lettercnn import models
+from lettercnn import optimizers
+from lettercnn import schedules
 from lettercnn import train
 # pylint: enable=g-import-not-at-top
 
@@ -103,15 +105,14 @@ class TrainStepBenchmark:
   def __init__(self, config: ml_collections.ConfigDict,
                pipeline: input_pipeline.Pipeline, devices: list[jax.Device]):
     self._batch_size = config.batch_size
-    schedule = train.create_learning_rate_schedule(config,
-                                                   pipeline.steps_per_epoch)
+    schedule = schedules.create(config, pipeline.steps_per_epoch)
     model = models.create_model(config.model, pipeline.splits.num_classes,
                                 lowering='matmul')
     channels = 1 if config.grayscale else 3
     state = train.create_train_state(
         jax.random.key(config.seed), model,
         (config.image_size, config.image_size, channels),
-        train.create_optimizer(config, schedule))
+        optimizers.create(config, schedule))
     self._state = jax_utils.replicate(state, devices)
     self._metrics = jax_utils.replicate(train.TrainMetrics.empty(), devices)
     self._step = train.ChunkedTrainStep(devices)

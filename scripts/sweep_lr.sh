@@ -3,8 +3,10 @@
 #
 # Usage:
 #   scripts/sweep_lr.sh SWEEP_DIR [-j N] [--no-pin] [--no-report]
-#                       [--config.FIELD=VALUE ...]
+#                       [--configs DIR] [--config.FIELD=VALUE ...]
 #
+# --configs DIR sweeps DIR/lr_*.py instead (DIR absolute or relative to the
+# repository root), e.g. --configs configs/tf for DIGITS' TensorFlow setup.
 # Each config trains into SWEEP_DIR/<config stem> (e.g. SWEEP_DIR/lr_1e-4)
 # with `python -m lettercnn.main`, its output appended to log.txt there. The
 # --config.FIELD=VALUE overrides (write them with `=`) go to every run. Runs
@@ -72,7 +74,7 @@ readonly OVERRIDES_FILE=sweep_overrides.txt
 readonly BUSY_EXIT=75
 
 usage() {
-  echo "Usage: $0 SWEEP_DIR [-j N] [--no-pin] [--no-report]" \
+  echo "Usage: $0 SWEEP_DIR [-j N] [--no-pin] [--no-report] [--configs DIR]" \
     "[--config.FIELD=VALUE ...]"
   echo "See the header of $0 for details."
 }
@@ -88,6 +90,7 @@ jobs=1
 run_report=1
 pin=1
 overrides=()
+config_dir=configs
 while (($#)); do
   case "$1" in
     -h | --help)
@@ -103,6 +106,12 @@ while (($#)); do
     --jobs=*) jobs="${1#--jobs=}" ;;
     --no-report) run_report=0 ;;
     --no-pin) pin=0 ;;
+    --configs)
+      (($# >= 2)) || die "$1 needs a folder"
+      config_dir="$2"
+      shift
+      ;;
+    --configs=*) config_dir="${1#--configs=}" ;;
     --*)
       # sweep_overrides.txt holds one override a line.
       [[ "$1" != *$'\n'* ]] || die "an override holds a line break: $1"
@@ -136,11 +145,14 @@ if [[ -n "${CONFIGS:-}" ]]; then
     configs+=("${config}")
   done
 else
+  [[ "${config_dir}" == /* ]] || config_dir="${REPO_ROOT}/${config_dir}"
+  [[ -d "${config_dir}" ]] || die "--configs names a missing folder: ${config_dir}"
   shopt -s nullglob
-  configs=("${REPO_ROOT}"/configs/lr_*.py)
+  configs=("${config_dir}"/lr_*.py)
   shopt -u nullglob
 fi
-((${#configs[@]})) || die "no configs to run (configs/lr_*.py or CONFIGS)"
+((${#configs[@]})) ||
+  die "no configs to run (${config_dir}/lr_*.py or CONFIGS)"
 
 declare -A config_of_stem=()
 stems=()

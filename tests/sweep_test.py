@@ -443,6 +443,20 @@ def test_folder_from_before_the_record_stays_unrecorded_until_all_pass(
     assert not (sweep_dir / 'sweep_overrides.txt').exists()
 
 
+def test_configs_option_sweeps_that_folders_lr_files(tmp_path, fake_python,
+                                                      configs):
+  (configs[0].parent / 'default.py').write_text('# not a sweep point\n')
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep([sweep_dir, '--no-report', '--configs', configs[0].parent],
+                     {'PYTHON': str(fake_python)})
+
+  assert result.returncode == 1, result.stderr  # lr_fail fails.
+  assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == [
+      'lr_a', 'lr_b', 'lr_fail']
+  args = (sweep_dir / 'lr_a' / 'args.txt').read_text().splitlines()
+  assert args[0] == f'--config={configs[0]}'
+
+
 @pytest.mark.parametrize('args, env, message', [
     ([], {}, 'Usage:'),
     (['a', 'b'], {}, 'more than one SWEEP_DIR'),
@@ -450,6 +464,7 @@ def test_folder_from_before_the_record_stays_unrecorded_until_all_pass(
     (['a', '-x'], {}, 'unknown option -x'),
     (['a', '--config.name=x\ny'], {}, 'an override holds a line break'),
     (['a'], {'CONFIGS': 'configs/lr_nope.py'}, 'CONFIGS names a missing file'),
+    (['a', '--configs', 'configs/nope'], {}, '--configs names a missing folder'),
     (['a'], {'PYTHON': 'no-such-python'}, "no Python interpreter"),
 ])
 def test_bad_arguments(tmp_path, args, env, message):

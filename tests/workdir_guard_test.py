@@ -190,7 +190,7 @@ def test_checkpoint_of_other_code_stops_and_moves_nothing(workdir, data_dir):
   assert _error_line(stderr) == (
       'lettercnn: error: the checkpoint at step 150 in '
       f'{workdir}/checkpoints is intact but does not fit this code: '
-      "['state']['opt_state']['2']['0']['trace']['Extra']['kernel'] is missing "
+      "['state']['opt_state']['2']['1']['trace']['Extra']['kernel'] is missing "
       'from it; resume it with the code that wrote it, or train into another '
       '--workdir')
   assert _snapshot(workdir) == before  # Events untrimmed, nothing set aside.
