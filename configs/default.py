@@ -30,6 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Folder datasets: skip and count corrupt images instead of stopping the build.
   config.skip_corrupt_images = False
 
+  # DIGITS' mean subtraction, computed once over the training split: 'none',
+  # 'image' (the mean image) or 'pixel' (the mean of each channel).
+  config.mean_subtraction = 'none'
+
   # --- Model -------------------------------------------------------------
   # Network from lettercnn.models.MODELS.
   config.model = 'lenet'

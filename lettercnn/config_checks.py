@@ -18,6 +18,9 @@ from lettercnn import split_sizes
 _MAX_LEARNING_RATE = float(np.finfo(np.float32).max) / 2
 # Seeds reach numpy, tf.data and jax.random; all take this range.
 _SEED_LIMIT = 2**32
+# `config.mean_subtraction` (lettercnn.input_pipeline): nothing, the mean
+# image, or the mean of each channel, all over the training split.
+MEAN_SUBTRACTIONS = ('none', 'image', 'pixel')
 # Classes of the generated dataset; other sources are counted when loaded.
 _TOMBSTONE_CLASSES = 10
 
@@ -121,6 +124,7 @@ def check_config(config: ml_collections.ConfigDict) -> int:
            f'validation_fraction={config.validation_fraction!r} must be in '
            '(0, 1)')
   _check_choice(config, 'model', tuple(models.MODELS))
+  _check_choice(config, 'mean_subtraction', MEAN_SUBTRACTIONS)
   for field in ('examples_per_class', 'image_size', 'eval_batch_size',
                 'log_every_steps', 'checkpoint_every_epochs'):
     value = config[field]

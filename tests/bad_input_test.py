@@ -44,6 +44,8 @@ def _error_lines(result):
     ('--config.momentum_form=pytorch',
      "momentum_form='pytorch' is not one of caffe, tensorflow"),
     ('--config.model=vgg', "model='vgg' is not one of"),
+    ('--config.mean_subtraction=median',
+     "mean_subtraction='median' is not one of none, image, pixel"),
     ('--config.bias_lr_mult=0', 'bias_lr_mult=0.0 must be a positive finite'),
     ('--config.num_devices=3', 'num_devices=3 but 2 local device(s)'),
     ('--config.colour=1', "unknown config field 'colour'"),
