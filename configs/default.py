@@ -35,7 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.mean_subtraction = 'none'
 
   # --- Model -------------------------------------------------------------
-  # Network from lettercnn.models.MODELS.
+  # Network from lettercnn.models.MODELS: 'lenet' (DIGITS' Caffe LeNet),
+  # 'lenet_tf' (its TensorFlow LeNet: ReLUs, dropout) or 'alexnet'.
   config.model = 'lenet'
 
   # --- Optimisation --------------------------------------------------------

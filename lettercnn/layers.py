@@ -1,19 +1,25 @@
-"""Convolution and max-pooling as matrix products, for fast training on CPU.
+"""Layers flax lacks: Caffe's LRN and pooling, and CPU-friendly LeNet layers.
 
-XLA:CPU runs LeNet's small convolutions, and above all their gradients inside
-a `lax.scan` over training steps, several times slower than the same
-arithmetic written as im2col + matrix product: the products go to the CPU's
-tuned GEMM library and the patch gathering is plain slicing. `conv_valid`
-computes exactly `lax.conv_general_dilated` with stride 1, 'VALID' padding and
-NHWC/HWIO layouts (up to float rounding), with a hand-written gradient that
-keeps every product in a GEMM-friendly layout. `max_pool_2x2` is
-`nn.max_pool(x, (2, 2), strides=(2, 2))` with the same values and gradient,
-NaN and infinities included, without the scatter that the gradient of
-`reduce_window` lowers to on CPU.
+`local_response_norm` and `caffe_max_pool` compute Caffe's LRN and max-pooling
+(rounded up) for DIGITS' AlexNet.
+
+The rest are convolution and max-pooling as matrix products, for fast
+training on CPU. XLA:CPU runs LeNet's small convolutions, and above all their
+gradients inside a `lax.scan` over training steps, several times slower than
+the same arithmetic written as im2col + matrix product: the products go to
+the CPU's tuned GEMM library and the patch gathering is plain slicing.
+`conv_valid` computes exactly `lax.conv_general_dilated` with stride 1,
+'VALID' padding and NHWC/HWIO layouts (up to float rounding), with a
+hand-written gradient that keeps every product in a GEMM-friendly layout.
+`max_pool_2x2` is `nn.max_pool(x, (2, 2), strides=(2, 2))` with the same
+values and gradient, NaN and infinities included, without the scatter that
+the gradient of `reduce_window` lowers to on CPU.
 """
 
 import functools
+import math
 
+import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -145,3 +151,41 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
   # The other elements add 0, or NaN where they are NaN, without a gradient.
   others = lax.stop_gradient(jnp.where(windows == windows, 0.0, windows))
   return jnp.where(chosen, windows, others).sum(axis=(2, 4))
+
+
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4,
+                        beta: float = 0.75) -> jax.Array:
+  """Caffe's across-channel LRN of NHWC `x` (AlexNet's defaults).
+
+  x / (1 + alpha / size * sum of x^2 over the `size` channels centred on
+  x's)^beta, the window cut off (zero) beyond the first and last channel.
+  Note alpha / size: Caffe divides alpha by the window, TensorFlow does not.
+  """
+  before = (size - 1) // 2
+  window_sums = lax.reduce_window(
+      jnp.square(x), 0.0, lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+      ((0, 0), (0, 0), (0, 0), (before, size - 1 - before)))
+  return x / (1.0 + alpha / size * window_sums) ** beta
+
+
+def caffe_max_pool(x: jax.Array, window: int, stride: int) -> jax.Array:
+  """Square max-pooling of NHWC `x` with Caffe's output size (no padding).
+
+  Caffe rounds up, ceil((side - window) / stride) + 1 outputs per side, so a
+  last window that runs past the edge is kept, cut to the pixels inside it
+  (flax's 'VALID' pooling rounds down and drops it). Sides that the windows
+  tile exactly pool alike in both.
+
+  Raises:
+    ValueError: a side has no window at all (Caffe's size would be 0).
+  """
+  padding = []
+  for side in x.shape[1:3]:
+    outputs = math.ceil((side - window) / stride) + 1
+    if outputs < 1:
+      raise ValueError(f'a side of {side} is too small to pool {window}x'
+                       f'{window} with stride {stride}')
+    padding.append((0, (outputs - 1) * stride + window - side))
+  # Padded with -inf, which no maximum picks.
+  return nn.max_pool(x, (window, window), strides=(stride, stride),
+                     padding=padding)

@@ -46,33 +46,66 @@ class EvalMetrics(metrics.Collection):
   accuracy: metrics.Accuracy
 
 
+class TrainState(train_state.TrainState):
+  """flax's TrainState, with the key that dropout draws its masks from.
+
+  `dropout_key` is a key's raw data as Python ints: a static field, so it is
+  compiled into the step rather than an array of the state. Checkpoints hold
+  no more than they did without it, and a resumed run rebuilds it from its
+  seed exactly as the first process did; `train_step` folds in the step.
+  """
+  dropout_key: tuple[int, ...] = flax.struct.field(pytree_node=False)
+
+
 def create_train_state(rng: jax.Array, model: flax.linen.Module,
                        image_shape: tuple[int, ...],
-                       tx: optax.GradientTransformation) -> train_state.TrainState:
-  """Initialises parameters for images of `image_shape` (H, W, C)."""
+                       tx: optax.GradientTransformation) -> TrainState:
+  """Initialises parameters for images of `image_shape` (H, W, C).
+
+  The dropout key is the second key of `rng`'s split, a stream apart from the
+  parameters', which flax draws from `rng` itself (as before dropout, so a
+  seed keeps its initial parameters).
+  """
   params = model.init(rng, jnp.zeros((1,) + image_shape, jnp.float32))['params']
-  return train_state.TrainState.create(apply_fn=model.apply, params=params,
-                                       tx=tx)
+  dropout_key = jax.random.key_data(jax.random.split(rng)[1])
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                           dropout_key=tuple(np.asarray(dropout_key).tolist()))
 
 
 def _loss_and_logits(params, apply_fn: Callable[..., jax.Array],
-                     batch: dict[str, jax.Array]):
-  logits = apply_fn({'params': params}, batch['image'])
+                     batch: dict[str, jax.Array], **apply_kwargs):
+  """Per-example losses and the logits; `apply_kwargs` go to `apply_fn`.
+
+  Without them (evaluation) the model runs with train=False: no dropout.
+  """
+  logits = apply_fn({'params': params}, batch['image'], **apply_kwargs)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits,
                                                            batch['label'])
   return losses, logits
 
 
-def train_step(state: train_state.TrainState, train_metrics: TrainMetrics,
+def train_step(state: TrainState, train_metrics: TrainMetrics,
                batch: dict[str, jax.Array]):
   """One SGD step on one device's share of the batch (run under pmap).
 
   Gradients are averaged over the 'batch' device axis; metrics stay per
   device and are only reduced when read, so a step never waits for the host.
+
+  The model runs with train=True. Its dropout key is the state's folded with
+  the global step and then the device index: masks depend on (seed, step)
+  alone, so a resumed run draws exactly the masks an unbroken one draws, with
+  no random state to checkpoint, and each device's share of the batch gets
+  masks of its own.
   """
+  dropout_key = jax.random.wrap_key_data(
+      jnp.asarray(state.dropout_key, jnp.uint32))
+  dropout_key = jax.random.fold_in(
+      jax.random.fold_in(dropout_key, state.step), lax.axis_index('batch'))
 
   def loss_fn(params):
-    losses, logits = _loss_and_logits(params, state.apply_fn, batch)
+    losses, logits = _loss_and_logits(params, state.apply_fn, batch,
+                                      train=True,
+                                      rngs={'dropout': dropout_key})
     return losses.mean(), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -318,12 +351,12 @@ def _training_model(model: flax.linen.Module,
                     devices: list[jax.Device]) -> flax.linen.Module:
   """`model` with the lowering that trains fastest on `devices`.
 
-  On CPU, convolutions as matrix products (`lettercnn.layers`): same
-  parameters and results up to float rounding, several times faster at
-  small batches. Evaluation keeps XLA's convolutions, faster for its large
-  batches.
+  On CPU, for the models that have it (LeNets), convolutions as matrix
+  products (`lettercnn.layers`): same parameters and results up to float
+  rounding, several times faster at small batches. Evaluation keeps XLA's
+  convolutions, faster for its large batches.
   """
-  if devices[0].platform == 'cpu' and hasattr(model, 'lowering'):
+  if devices[0].platform == 'cpu' and 'matmul' in model.lowerings:
     return model.clone(lowering='matmul')
   return model
 

@@ -46,18 +46,24 @@ def test_max_pool_matches_flax_with_gradients(shape):
       jax.grad(lambda x: jnp.sum(flax_pool(x) ** 2))(x))
 
 
+@pytest.mark.parametrize('name', ['lenet', 'lenet_tf'])
 @pytest.mark.parametrize('size', [28, 16, 18])  # 18: odd sides to pool.
-def test_lenet_lowerings_agree(size):
+def test_lenet_lowerings_agree(name, size):
   images = jnp.asarray(
       np.random.default_rng(2).uniform(0, 255, size=(3, size, size, 1)),
       jnp.float32)
-  xla = models.create_model('lenet', 10)
-  matmul = models.create_model('lenet', 10, lowering='matmul')
+  xla = models.create_model(name, 10)
+  matmul = models.create_model(name, 10, lowering='matmul')
   params = xla.init(jax.random.key(0), images)
   assert jax.tree.map(jnp.shape, matmul.init(jax.random.key(0), images)) == (
       jax.tree.map(jnp.shape, params))
   np.testing.assert_allclose(matmul.apply(params, images),
                              xla.apply(params, images), rtol=1e-4, atol=1e-4)
+  # Training too: the lowering leaves the dropout masks as they are.
+  rngs = {'dropout': jax.random.key(1)}
+  np.testing.assert_allclose(
+      matmul.apply(params, images, train=True, rngs=rngs),
+      xla.apply(params, images, train=True, rngs=rngs), rtol=1e-4, atol=1e-4)
 
 
 def _special_windows() -> np.ndarray:
@@ -91,3 +97,46 @@ def test_max_pool_matches_flax_on_nan_and_infinities(x):
       theirs.shape)
   np.testing.assert_array_equal(our_vjp(cotangent)[0],
                                 their_vjp(cotangent)[0])
+
+
+def test_local_response_norm_is_caffes():
+  x = np.random.default_rng(7).normal(scale=30, size=(2, 3, 3, 7))
+  alpha, beta = 1e-4, 0.75
+  expected = np.empty_like(x)
+  for c in range(7):  # Caffe: the 5 channels around c, those that exist.
+    window = x[..., max(0, c - 2):c + 3]
+    expected[..., c] = x[..., c] / (
+        1 + alpha / 5 * np.sum(window**2, axis=-1))**beta
+  np.testing.assert_allclose(
+      layers.local_response_norm(jnp.asarray(x, jnp.float32)), expected,
+      rtol=1e-5)
+
+
+def _caffe_pool_reference(x: np.ndarray, window: int,
+                          stride: int) -> np.ndarray:
+  """Caffe's MAX pooling (pad 0) written out: windows cut at the edge."""
+  n, h, w, c = x.shape
+  oh = -(-(h - window) // stride) + 1
+  ow = -(-(w - window) // stride) + 1
+  out = np.empty((n, oh, ow, c), x.dtype)
+  for i in range(oh):
+    for j in range(ow):
+      out[:, i, j] = x[:, i * stride:min(i * stride + window, h),
+                       j * stride:min(j * stride + window, w)].max(axis=(1, 2))
+  return out
+
+
+@pytest.mark.parametrize('side', [2, 3, 8, 13, 27, 62])
+def test_caffe_max_pool_rounds_up_as_caffe(side):
+  x = np.random.default_rng(8).normal(size=(2, side, side + 1, 3)).astype(
+      np.float32)
+  ours = layers.caffe_max_pool(jnp.asarray(x), 3, 2)
+  np.testing.assert_array_equal(ours, _caffe_pool_reference(x, 3, 2))
+  if (side - 3) % 2 == 0:  # The windows tile the side: flax's size too.
+    assert ours.shape[1] == nn.max_pool(jnp.asarray(x), (3, 3),
+                                        strides=(2, 2)).shape[1]
+
+
+def test_caffe_max_pool_refuses_a_side_without_a_window():
+  with pytest.raises(ValueError, match='too small'):
+    layers.caffe_max_pool(jnp.zeros((1, 1, 4, 1)), 3, 2)
