@@ -39,3 +39,24 @@ def tiny_config(data_dir):
   config.log_every_steps = 10
   config.eval_batch_size = 16
   return config
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[int]:
+  """The examples read from the dataset files from now on, by label."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from lettercnn import input_pipeline  # pylint: disable=g-import-not-at-top
+  read = []
+  preprocess = input_pipeline.preprocess
+
+  def record(label):
+    read.append(int(label))
+    return label
+
+  def counting_preprocess(dataset, *args):
+    counted = dataset.map(lambda e: {**e, 'label': tf.ensure_shape(
+        tf.py_function(record, [e['label']], tf.int64), [])})
+    return preprocess(counted, *args)
+
+  monkeypatch.setattr(input_pipeline, 'preprocess', counting_preprocess)
+  return read

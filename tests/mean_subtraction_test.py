@@ -5,7 +5,6 @@ import logging
 import ml_collections
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from lettercnn import errors
 from lettercnn import input_pipeline
@@ -46,25 +45,6 @@ def _numpy_mean(images: np.ndarray, mode: str) -> np.ndarray:
   """numpy's float64 mean of (N, H, W, C) images: per pixel, or per channel."""
   axes = (0,) if mode == 'image' else (0, 1, 2)
   return images.astype(np.float64).mean(axis=axes)
-
-
-@pytest.fixture
-def reads(monkeypatch) -> list[int]:
-  """The examples read from the dataset files from now on, by label."""
-  read = []
-  preprocess = input_pipeline.preprocess
-
-  def record(label):
-    read.append(int(label))
-    return label
-
-  def counting_preprocess(dataset, *args):
-    counted = dataset.map(lambda e: {**e, 'label': tf.ensure_shape(
-        tf.py_function(record, [e['label']], tf.int64), [])})
-    return preprocess(counted, *args)
-
-  monkeypatch.setattr(input_pipeline, 'preprocess', counting_preprocess)
-  return read
 
 
 @pytest.mark.parametrize('grayscale', [True, False])
