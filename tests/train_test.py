@@ -37,3 +37,22 @@ def test_two_device_run_learns_and_logs_every_scalar(tiny_config, tmp_path):
   assert rates[boundary] == pytest.approx(1e-3)
   assert rates[boundary + 1] == pytest.approx(1e-4)
   assert status['final']['val_accuracy'] == dict(scalars['val_accuracy'])[90]
+
+
+@pytest.mark.parametrize('optimizer', ['sgd', 'momentum', 'nesterov', 'adagrad',
+                                       'rmsprop', 'adadelta', 'adam'])
+def test_every_solver_trains_a_real_epoch(tiny_config, tmp_path, optimizer):
+  config = tiny_config
+  config.optimizer = optimizer
+  config.num_epochs = 1
+  config.batch_size = 2
+  config.learning_rate = 1e-3
+
+  status = train.train_and_evaluate(config, str(tmp_path))
+
+  assert status['step'] == 30  # 60 training images, batch 2.
+  assert status['status'] != run_status.DIVERGED
+  scalars = tb_events.read_scalars(str(tmp_path))
+  losses = [v for _, v in scalars['train_loss']]
+  assert len(losses) == 3 and all(0 < v < 10 for v in losses)
+  assert status['params_sha256'] is not None
