@@ -184,18 +184,33 @@ def test_lenet_tf_learns_and_resumes_bit_identically(tiny_config, tmp_path,
           == tb_events.read_scalars(straight_dir))
 
 
-def test_alexnet_trains_an_epoch_at_its_smallest_size(tiny_config, tmp_path):
+def test_alexnet_trains_and_resumes_at_its_smallest_size(tiny_config, tmp_path,
+                                                         monkeypatch):
+  """Two epochs of 15 steps, chunks [0, 10), [10, 15), [15, 20), [20, 30).
+
+  The signal in the third call stops the run at step 20, mid-epoch 2.
+  """
   config = tiny_config
   config.model = 'alexnet'
   config.image_size = models.AlexNet.min_image_size
   config.grayscale = False
   config.examples_per_class = 4  # 3 training images a letter: 15 steps.
-  config.num_epochs = 1
   config.batch_size = 2
+  straight_dir, stopped_dir = str(tmp_path / 'straight'), str(tmp_path / 'run')
 
-  status = train.train_and_evaluate(config, str(tmp_path))
+  straight_calls = _record_chunk_calls(monkeypatch)
+  straight = train.train_and_evaluate(config, straight_dir)
+  assert straight_calls == [(0, 10), (10, 5), (15, 5), (20, 10)]
+  assert straight['status'] in (run_status.CONVERGED, run_status.NOT_CONVERGED)
+  assert np.isfinite(straight['final']['train_loss'])
+  assert np.isfinite(straight['final']['val_loss'])
 
-  assert status['status'] in (run_status.CONVERGED, run_status.NOT_CONVERGED)
-  assert status['step'] == 15
-  assert np.isfinite(status['final']['train_loss'])
-  assert np.isfinite(status['final']['val_loss'])
+  _record_chunk_calls(monkeypatch, signal_at_call=3)
+  with pytest.raises(train.Preempted, match='at step 20;'):
+    train.train_and_evaluate(config, stopped_dir)
+  resumed_calls = _record_chunk_calls(monkeypatch)
+  resumed = train.train_and_evaluate(config, stopped_dir)
+
+  assert resumed_calls == [(20, 10)]
+  assert resumed['params_sha256'] == straight['params_sha256']
+  assert resumed['final'] == straight['final']
