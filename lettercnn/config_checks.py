@@ -112,8 +112,10 @@ def check_config(config: ml_collections.ConfigDict) -> int:
                                         * config.learning_rate)),
            f'weight_decay_per_lr={config.weight_decay_per_lr!r} must be a '
            'finite number >= 0 (times learning_rate, within float32)')
-  _require(isinstance(config.seed, int) and 0 <= config.seed < _SEED_LIMIT,
-           f'seed={config.seed!r} must be an integer in [0, 2**32)')
+  for field in ('seed', 'dataset_seed'):
+    value = config[field]
+    _require(isinstance(value, int) and 0 <= value < _SEED_LIMIT,
+             f'{field}={value!r} must be an integer in [0, 2**32)')
   _require(isinstance(config.batch_size, int) and config.batch_size >= 1,
            f'batch_size={config.batch_size!r} must be an integer >= 1')
   _require(isinstance(config.num_epochs, int) and config.num_epochs >= 1,

@@ -59,7 +59,7 @@ IMAGE_EXTENSIONS = ('.bmp', '.dib', '.gif', '.jfif', '.jpe', '.jpeg', '.jpg',
 CACHE_SUBDIR = 'lettercnn_folders'
 
 # Bump when decoding or the file format changes, to invalidate old caches.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _TEMP_PREFIX = '.tmp-'
 # A temporary file untouched this long belongs to a killed build, not to a
 # concurrent one still writing (e.g. several learning rates started at once).
@@ -88,7 +88,7 @@ def load_folder_splits(config: ml_collections.ConfigDict) -> splits.Splits:
 
   Validation images come from `config.validation_dataset` when set, else a
   stratified `config.validation_fraction` of each class (seeded by
-  `config.seed`). The first load decodes and caches; later ones read the cache.
+  `config.dataset_seed`). The first load decodes and caches; later ones read the cache.
 
   Raises:
     errors.InputError: a folder, class or image is unusable; the message names
@@ -234,7 +234,7 @@ def _cache_path(config: ml_collections.ConfigDict, train: _Folder,
       'train': _fingerprint(train),
       'validation': _fingerprint(validation) if validation else None,
       'validation_fraction': None if validation else config.validation_fraction,
-      'seed': config.seed,
+      'dataset_seed': config.dataset_seed,
       'image_size': config.image_size,
       'grayscale': config.grayscale,
       'skip_corrupt_images': config.skip_corrupt_images,
@@ -267,13 +267,13 @@ def _build(config: ml_collections.ConfigDict, train: _Folder,
   if validation is None:
     _check_class_sizes(train, _counts(train_images), True, 'readable images')
     train_images, validation_images = _split(
-        train_images, config.validation_fraction, config.seed)
+        train_images, config.validation_fraction, config.dataset_seed)
   else:
     validation_images = _decode_folder(validation, config)
     _check_class_sizes(validation, _counts(validation_images), False,
                        'readable images')
   train_x, train_y = _stack(train_images)
-  order = np.random.default_rng(config.seed).permutation(len(train_y))
+  order = np.random.default_rng(config.dataset_seed).permutation(len(train_y))
   validation_x, validation_y = _stack(validation_images)
   return {
       'train_images': train_x[order],

@@ -100,7 +100,8 @@ def _data_dir(config: ml_collections.ConfigDict) -> str:
 def _generated_splits(config: ml_collections.ConfigDict,
                       read: Callable[[splits.Splits], _T]) -> _T:
   builder_config = tombstone_letters.config_for(
-      config.examples_per_class, config.validation_fraction, config.seed)
+      config.examples_per_class, config.validation_fraction,
+      config.dataset_seed)
   data_dir = _data_dir(config)
   folder = tombstone_letters.dataset_dir(data_dir, builder_config)
 

@@ -59,6 +59,8 @@ def _error_lines(result):
     ('--config.divergence_loss_factor=inf',
      'divergence_loss_factor=inf must be a finite number > 1'),
     ('--config.seed=-1', 'seed=-1 must be an integer in [0, 2**32)'),
+    ('--config.dataset_seed=4294967296',
+     'dataset_seed=4294967296 must be an integer in [0, 2**32)'),
     ('--config.image_size=15', "image_size=15 is below lenet's smallest input"),
     ('--config.examples_per_class=2',
      'examples_per_class=2 with validation_fraction=0.25 gives 2 training and'

@@ -141,7 +141,7 @@ def test_pixel_conversions(tmp_path):
       np.testing.assert_array_equal(image[0, 0], expected)
 
 
-def test_split_is_stratified_disjoint_and_seeded(tmp_path):
+def test_split_is_stratified_disjoint_and_seeded_by_dataset_seed(tmp_path):
   root = tmp_path / 'letters'
   _write_letters(root, {'a': 4, 'b': 8, 'c': 3, 'd': 10})
   config = _config(root, tmp_path / 'data')
@@ -161,12 +161,15 @@ def test_split_is_stratified_disjoint_and_seeded(tmp_path):
 
   again = folder_dataset.load_folder_splits(
       _config(root, tmp_path / 'other_data'))
-  other_seed = folder_dataset.load_folder_splits(
+  other_training_seed = folder_dataset.load_folder_splits(
       _config(root, tmp_path / 'data', seed=1))
+  other_data_seed = folder_dataset.load_folder_splits(
+      _config(root, tmp_path / 'data', dataset_seed=1))
   assert _values_by_label(again.validation) == validation
   assert [int(e['label']) for e in again.train.as_numpy_iterator()] == [
       int(e['label']) for e in result.train.as_numpy_iterator()]
-  assert _values_by_label(other_seed.validation) != validation
+  assert _values_by_label(other_training_seed.validation) == validation
+  assert _values_by_label(other_data_seed.validation) != validation
 
 
 def test_separate_validation_folder(tmp_path):

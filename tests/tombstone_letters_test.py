@@ -83,7 +83,8 @@ def test_splits_are_balanced_per_class(data_dir):
 def test_default_config_holds_out_a_quarter_of_each_class():
   config = default.get_config()
   builder_config = tombstone_letters.config_for(
-      config.examples_per_class, config.validation_fraction, config.seed)
+      config.examples_per_class, config.validation_fraction,
+      config.dataset_seed)
 
   num_validation = builder_config.num_validation_per_class
   num_train = builder_config.examples_per_class - num_validation
