@@ -16,6 +16,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from lettercnn import config_checks
+from lettercnn import config_loading
 from lettercnn import errors
 from lettercnn import run_status
 from lettercnn import workdir_guard
@@ -45,33 +46,13 @@ def default_workdir(config_path: str) -> str:
   return os.path.join('runs', parts[-1])
 
 
-def _config_file_error(path: str) -> str | None:
-  """Why `path` cannot be a config file, or None when it looks usable."""
-  if not os.path.isfile(path):
-    return f'config file {path!r} does not exist'
-  with open(path) as f:
-    if 'def get_config' not in f.read():
-      return f'config file {path!r} does not define get_config()'
-  return None
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad config file or field is one error line, exit 2."""
-  config_paths = [a.split('=', 1)[1] for a in argv
-                  if a.startswith(('--config=', '-config='))]
-  problem = next(filter(None, map(_config_file_error, config_paths)), None)
-  if problem is None:
-    try:
-      return FLAGS(argv)
-    except flags.Error as e:
-      problem = str(e).splitlines()[0]
-    except (AttributeError, KeyError) as e:
-      field = str(e).strip('\'"')
-      problem = f'unknown config field {field!r} (see configs/default.py)'
-    except (TypeError, ValueError) as e:
-      problem = f'bad config override: {e}'
-  print(f'lettercnn: error: {problem}', file=sys.stderr)
-  sys.exit(2)
+  try:
+    return config_loading.parse_config_flags(argv, FLAGS)
+  except errors.InputError as e:
+    print(f'lettercnn: error: {e}', file=sys.stderr)
+    sys.exit(2)
 
 
 def _quiet_library_info_logs() -> None:

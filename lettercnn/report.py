@@ -4,7 +4,7 @@ Usage:
   python -m lettercnn.report SWEEP_DIR
 
 Every subdirectory of SWEEP_DIR that holds a `status.json` and/or TensorBoard
-event files is one training run (as `scripts/sweep_lr.sh` lays them out). The
+event files is one training run (as `scripts/sweep.sh` lays them out). The
 report reads both, so it also works while the sweep is still running, and
 writes into SWEEP_DIR:
 
@@ -277,7 +277,7 @@ def load_sweep(sweep_dir: pathlib.Path) -> list[RunSummary]:
     raise InputError(
         f'No training runs in {sweep_dir}: expected subdirectories holding '
         f'{run_status.STATUS_FILE} and/or TensorBoard event files of '
-        'lettercnn.main (run scripts/sweep_lr.sh first).')
+        'lettercnn.main (run scripts/sweep.sh first).')
   return sorted(runs, key=_sort_key)
 
 

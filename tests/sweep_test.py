@@ -1,4 +1,4 @@
-"""Tests of scripts/sweep_lr.sh and scripts/sweep_lr_slurm.sh.
+"""Tests of scripts/sweep.sh and scripts/sweep_slurm.sh.
 
 The fast tests replace the trainer with a fake interpreter (PYTHON) that
 records its arguments and writes status.json; one end-to-end test runs a tiny
@@ -18,8 +18,8 @@ from PIL import Image
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr.sh'
-SLURM_SWEEP = REPO_ROOT / 'scripts' / 'sweep_lr_slurm.sh'
+SWEEP = REPO_ROOT / 'scripts' / 'sweep.sh'
+SLURM_SWEEP = REPO_ROOT / 'scripts' / 'sweep_slurm.sh'
 
 # Stands in for `python`: `-m lettercnn.main` records its arguments, times and
 # the CPUs it may run on in the workdir; if the config name contains "busy"
@@ -75,6 +75,16 @@ def fake_python(tmp_path) -> pathlib.Path:
   return path
 
 
+# A config file the sweep's grid check accepts; the fake trainer only reads
+# its name.
+DEFAULT_CONFIG = """from configs import default
+
+
+def get_config():
+  return default.get_config()
+"""
+
+
 @pytest.fixture
 def configs(tmp_path) -> list[pathlib.Path]:
   """Three configs; training the last one fails."""
@@ -82,7 +92,7 @@ def configs(tmp_path) -> list[pathlib.Path]:
   config_dir.mkdir()
   paths = [config_dir / f'{name}.py' for name in ('lr_a', 'lr_b', 'lr_fail')]
   for path in paths:
-    path.write_text('# fake\n')
+    path.write_text(DEFAULT_CONFIG)
   return paths
 
 
@@ -147,6 +157,101 @@ def test_skips_finished_runs_and_relaunches_unfinished(
   assert not (sweep_dir / 'lr_a' / 'args.txt').exists()
   assert (sweep_dir / 'lr_b' / 'args.txt').exists()
   assert 'fake report' not in result.stdout
+
+
+def _args_of(workdir: pathlib.Path) -> list[str]:
+  """The fake trainer's arguments, less PYTHONPATH's line."""
+  return (workdir / 'args.txt').read_text().splitlines()[:-1]
+
+
+def test_grid_runs_every_point_in_a_workdir_named_by_its_values(
+    tmp_path, fake_python, configs):
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep(
+      [sweep_dir, '--no-report', '--grid', 'batch_size=1,8', '--seeds', '2',
+       '--config.num_epochs=3'],
+      {'PYTHON': str(fake_python), 'CONFIGS': ' '.join(map(str, configs[:2]))})
+
+  assert result.returncode == 0, result.stderr
+  points = [f'{stem},batch_size={b},seed={s}'
+            for stem in ('lr_a', 'lr_b') for b in (1, 8) for s in (0, 1)]
+  assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == sorted(
+      points)
+  assert _args_of(sweep_dir / 'lr_b,batch_size=8,seed=1') == [
+      f'--config={configs[1]}', f'--workdir={sweep_dir}/lr_b,batch_size=8,seed=1',
+      '--config.batch_size=8', '--config.seed=1', '--config.num_epochs=3']
+  # Grid values are in the names; only the fixed overrides are recorded.
+  assert (sweep_dir / 'sweep_overrides.txt').read_text() == (
+      '--config.num_epochs=3\n')
+  # In --list's order, one after another: configs outermost, seeds innermost.
+  starts = [read_times(sweep_dir / point)[0] for point in points]
+  assert starts == sorted(starts)
+
+
+def test_a_grown_grid_trains_only_its_new_points(tmp_path, fake_python,
+                                                 configs):
+  sweep_dir = tmp_path / 'sweep'
+  env = {'PYTHON': str(fake_python), 'CONFIGS': str(configs[0])}
+  first = run_sweep([sweep_dir, '--no-report', '--grid', 'batch_size=1,8'], env)
+  assert first.returncode == 0, first.stderr
+  (sweep_dir / 'lr_a,batch_size=8' / 'args.txt').unlink()
+
+  grown = run_sweep(
+      [sweep_dir, '--no-report', '--grid', 'batch_size=1,8,32'], env)
+
+  assert grown.returncode == 0, grown.stderr
+  assert grown.stdout.count('already finished (converged), skipped') == 2
+  assert not (sweep_dir / 'lr_a,batch_size=8' / 'args.txt').exists()
+  assert (sweep_dir / 'lr_a,batch_size=32' / 'args.txt').exists()
+
+
+@pytest.mark.parametrize('grid, message', [
+    (['--grid', 'batch_sise=1,8'],
+     "--grid batch_sise: unknown config field (see configs/default.py); did "
+     "you mean batch_size?"),
+    (['--grid', 'batch_size=1,0'],
+     'lr_a,batch_size=0: batch_size=0 must be an integer >= 1'),
+    (['--grid', 'batch_size=1,x'],
+     "lr_a,batch_size=x: flag --config.batch_size=x: invalid literal for int()"),
+    (['--grid', 'optimizer=sgd,adamw'],
+     "lr_a,optimizer=adamw: optimizer='adamw' is not one of"),
+    (['--grid', 'batch_size='], '--grid batch_size= gives no values'),
+    (['--grid', 'batch_size=1,,8'], "--grid 'batch_size=1,,8' has an empty value"),
+    (['--grid', 'batch_size=8,8'], "--grid batch_size lists '8' more than once"),
+    (['--grid', 'batch_size'], "--grid 'batch_size' must look like FIELD=V1,V2"),
+    (['--seeds', '0'], '--seeds 0 must be at least 1'),
+    (['--seeds', '1,one'], "--seeds '1,one' must be a count N or a list"),
+    (['--seeds', '2', '--grid', 'seed=4,5'],
+     '--grid seed and --seeds given more than once'),
+    (['--grid', 'num_epochs=1,2', '--config.num_epochs=3'],
+     'num_epochs is both swept (--grid or --seeds) and fixed'),
+])
+def test_bad_grid_is_one_line_before_anything_runs(tmp_path, fake_python,
+                                                    configs, grid, message):
+  sweep_dir = tmp_path / 'sweep'
+  result = run_sweep([sweep_dir, *grid],
+                     {'PYTHON': str(fake_python), 'CONFIGS': str(configs[0])})
+
+  assert result.returncode == 2
+  assert result.stderr.startswith(f'sweep: error: {message}'), result.stderr
+  assert result.stderr.count('\n') == 1
+  assert not sweep_dir.exists()
+
+
+def test_list_numbers_the_points_and_task_runs_one(tmp_path, fake_python,
+                                                   configs):
+  sweep_dir = tmp_path / 'sweep'
+  env = {'PYTHON': str(fake_python), 'CONFIGS': ' '.join(map(str, configs[:2]))}
+  listing = run_sweep([sweep_dir, '--seeds', '0,7', '--list'], env)
+  assert listing.returncode == 0, listing.stderr
+  assert listing.stdout == ('0\tlr_a,seed=0\n1\tlr_a,seed=7\n'
+                            '2\tlr_b,seed=0\n3\tlr_b,seed=7\n')
+  assert not sweep_dir.exists()
+
+  task = run_sweep([sweep_dir, '--seeds', '0,7', '--task', '2', '--no-report'],
+                   env)
+  assert task.returncode == 0, task.stderr
+  assert [p.name for p in sweep_dir.iterdir() if p.is_dir()] == ['lr_b,seed=0']
 
 
 def test_parallel_runs_overlap(tmp_path, fake_python, configs):
@@ -290,7 +395,7 @@ def test_point_held_by_another_process_is_busy_and_not_started(
 def test_run_that_finds_its_workdir_taken_is_busy_not_failed(
     tmp_path, fake_python, configs):
   busy_config = configs[0].with_name('lr_busy.py')
-  busy_config.write_text('# fake\n')
+  busy_config.write_text(DEFAULT_CONFIG)
   sweep_dir = tmp_path / 'sweep'
   result = run_sweep([sweep_dir, '--no-report'], {
       'PYTHON': str(fake_python),
@@ -333,7 +438,7 @@ def test_sweep_folder_refuses_other_overrides(tmp_path, fake_python, configs):
   assert other.returncode == 2
   assert other.stdout == ''
   assert other.stderr == (
-      f"sweep_lr.sh: error: {sweep_dir} was swept with overrides "
+      f"sweep.sh: error: {sweep_dir} was swept with overrides "
       "'--config.num_epochs=10 --config.seed=1' and this run gives "
       "'--config.num_epochs=20 --config.seed=1'; use another SWEEP_DIR for "
       f"other overrides (or delete {record} if you mean to change them)\n")
@@ -474,23 +579,24 @@ def test_bad_arguments(tmp_path, args, env, message):
   assert not (tmp_path / 'a').exists()
 
 
-def test_slurm_task_runs_its_config(tmp_path, fake_python, configs):
+def test_slurm_task_runs_its_point(tmp_path, fake_python, configs):
   sweep_dir = tmp_path / 'sweep'
-  env = {'PYTHON': str(fake_python), 'SLURM_ARRAY_TASK_ID': '1',
+  env = {'PYTHON': str(fake_python), 'SLURM_ARRAY_TASK_ID': '3',
          'CONFIGS': ' '.join(map(str, configs))}
-  result = run_sweep([sweep_dir, '--config.seed=3'], env,
-                     script=SLURM_SWEEP)
+  grid = ['--grid', 'batch_size=1,8', '--config.num_epochs=3']
+  result = run_sweep([sweep_dir, *grid], env, script=SLURM_SWEEP)
 
   assert result.returncode == 0, result.stderr
   assert sorted(p.name for p in sweep_dir.iterdir()) == [
-      'lr_b', 'sweep_overrides.txt']
-  assert '--config.seed=3' in (sweep_dir / 'lr_b' / 'args.txt').read_text()
+      'lr_b,batch_size=8', 'sweep_overrides.txt']
+  assert _args_of(sweep_dir / 'lr_b,batch_size=8')[2:] == [
+      '--config.batch_size=8', '--config.num_epochs=3']
   assert 'fake report' not in result.stdout
 
-  env['SLURM_ARRAY_TASK_ID'] = '3'
-  result = run_sweep([sweep_dir], env, script=SLURM_SWEEP)
+  env['SLURM_ARRAY_TASK_ID'] = '6'
+  result = run_sweep([sweep_dir, *grid], env, script=SLURM_SWEEP)
   assert result.returncode == 2
-  assert 'use --array=0-2' in result.stderr
+  assert 'task 6 but only 6 points: use --array=0-5' in result.stderr
 
 
 def test_slurm_task_default_configs_are_the_sorted_lr_files(

@@ -1,27 +1,43 @@
 #!/usr/bin/env bash
-# Learning-rate sweep: trains every configs/lr_*.py, then writes the report.
+# Sweep: trains every point of configs x grids x seeds, then writes the report.
 #
 # Usage:
-#   scripts/sweep_lr.sh SWEEP_DIR [-j N] [--no-pin] [--no-report]
-#                       [--configs DIR] [--config.FIELD=VALUE ...]
+#   scripts/sweep.sh SWEEP_DIR [--grid FIELD=V1,V2,...]... [--seeds N | --seeds S1,S2,...]
+#                    [-j N] [--no-pin] [--no-report] [--configs DIR]
+#                    [--list] [--task I] [--config.FIELD=VALUE ...]
 #
-# --configs DIR sweeps DIR/lr_*.py instead (DIR absolute or relative to the
-# repository root), e.g. --configs configs/tf for DIGITS' TensorFlow setup.
-# Each config trains into SWEEP_DIR/<config stem> (e.g. SWEEP_DIR/lr_1e-4)
-# with `python -m lettercnn.main`, its output appended to log.txt there. The
-# --config.FIELD=VALUE overrides (write them with `=`) go to every run. Runs
-# go one at a time, or N at once with -j N (runs started together build the
-# dataset once: the others wait for it). With -j N, N > 1, each of the N
-# slots gets its own share of the CPUs this script may use (taskset), so
+# The points are the Cartesian product of the configs (configs/lr_*.py, or
+# DIR/lr_*.py with --configs DIR, DIR absolute or relative to the repository
+# root, e.g. --configs configs/tf for DIGITS' TensorFlow setup) and the grids:
+# each --grid sweeps one config field over its values (commas inside (), []
+# or quotes do not split, e.g. --grid 'lr_multistep_percents=(50,75),(30,60)'),
+# and --seeds N sweeps `seed` over 0 ... N-1 (--seeds 0,3,7 over those; one
+# seed is --grid seed=S). `python -m lettercnn.sweep_grid` lists them and
+# checks every one with lettercnn.main's own parsing and config checks: an
+# unknown field, a value its field does not take, an empty or repeated value,
+# or a field both swept and fixed is one error line, exit status 2, before
+# anything runs. --list prints the points, numbered from 0, and exits.
+#
+# Each point trains into SWEEP_DIR/<name>, its name the config's stem and the
+# point's grid values in the order given, seed last: SWEEP_DIR/lr_1e-4 with
+# no grid, SWEEP_DIR/lr_1e-4,batch_size=8,seed=2 with --grid
+# batch_size=1,8 --seeds 3. It runs `python -m lettercnn.main`, its output
+# appended to log.txt there, with the point's values and the
+# --config.FIELD=VALUE overrides (write them with `=`), which go to every
+# point. Runs go one at a time, or N at once with -j N (runs started together
+# build the dataset once: the others wait for it). With -j N, N > 1, each of
+# the N slots gets its own share of the CPUs this script may use (taskset), so
 # concurrent runs do not fight over cores: at batch 1 a run on one core is
 # about as fast as on two, and much steadier. --no-pin, a machine with fewer
-# CPUs than N, or no taskset leaves the runs unpinned. A run whose status.json
-# says converged, not_converged or diverged is skipped; an unfinished one is
-# relaunched and resumes from its checkpoint. A failing run does not stop the
-# others: the script lists all failures at the end. Last,
+# CPUs than N, or no taskset leaves the runs unpinned. A point whose
+# status.json says converged, not_converged or diverged is skipped; an
+# unfinished one is relaunched and resumes from its checkpoint, so a grid can
+# grow: rerun with more values and only the new points train. A failing run
+# does not stop the others: the script lists all failures at the end. Last,
 # `python -m lettercnn.report SWEEP_DIR` writes summary.md, summary.csv and
 # the plots and prints the table (--no-report skips it). Ctrl-C stops all
-# runs; rerunning the same command resumes the sweep.
+# runs; rerunning the same command resumes the sweep. --task I runs point I
+# alone (scripts/sweep_slurm.sh runs one per SLURM array task).
 #
 # One process per workdir: a run whose workdir another live process holds
 # (its lock, WORKDIR/.lock, as `python -m lettercnn.workdir_guard WORKDIR`
@@ -37,19 +53,20 @@
 # and a later sweep into it with other overrides (in any order the same ones
 # are fine) stops before launching anything, with exit status 2: the finished
 # runs there were trained without them, and skipping them would pass the old
-# results off as this sweep's. Use another SWEEP_DIR for other overrides, or
-# delete sweep_overrides.txt if you mean to change them. A sweep folder with
-# runs but no sweep_overrides.txt (made before it existed) is checked run by
-# run instead: that sweep skips nothing on the status alone but launches
-# every run, so that lettercnn.main compares each with its config (a finished
-# run of the same config says "already finished"; one of another config is
+# results off as this sweep's. (Grid values need no record: they are in each
+# point's name.) Use another SWEEP_DIR for other overrides, or delete
+# sweep_overrides.txt if you mean to change them. A sweep folder with runs
+# but no sweep_overrides.txt (made before it existed) is checked run by run
+# instead: that sweep skips nothing on the status alone but launches every
+# run, so that lettercnn.main compares each with its config (a finished run
+# of the same config says "already finished"; one of another config is
 # refused, which the sweep reports as a failure); it writes
 # sweep_overrides.txt once every run in the folder has come through that
-# check, and otherwise (a failure, a busy run, CONFIGS naming only some)
+# check, and otherwise (a failure, a busy run, a sweep of only some points)
 # leaves it unwritten so that the next sweep checks again.
 #
-# Exit status: 1 when a run failed or was busy; 2 for bad arguments or
-# overrides that differ from SWEEP_DIR's; 130 after Ctrl-C; else the
+# Exit status: 1 when a run failed or was busy; 2 for bad arguments, a bad
+# grid or overrides that differ from SWEEP_DIR's; 130 after Ctrl-C; else the
 # report's (0 with --no-report).
 #
 # Environment:
@@ -58,8 +75,9 @@
 #            absolute or relative to the repository root, in the given order,
 #            e.g. CONFIGS="configs/lr_1e-1.py configs/lr_1e-4.py".
 #
-# Example:
-#   scripts/sweep_lr.sh runs/lr_sweep -j 2 --config.num_epochs=10
+# Examples:
+#   scripts/sweep.sh runs/lr_sweep -j 2 --config.num_epochs=10
+#   scripts/sweep.sh runs/lr_batch --grid batch_size=1,8,32,128 --seeds 3 -j 2
 #
 # Needs bash >= 4.4.
 set -euo pipefail
@@ -74,13 +92,14 @@ readonly OVERRIDES_FILE=sweep_overrides.txt
 readonly BUSY_EXIT=75
 
 usage() {
-  echo "Usage: $0 SWEEP_DIR [-j N] [--no-pin] [--no-report] [--configs DIR]" \
+  echo "Usage: $0 SWEEP_DIR [--grid FIELD=V1,V2,...]... [--seeds N|S1,S2,...]" \
+    "[-j N] [--no-pin] [--no-report] [--configs DIR] [--list] [--task I]" \
     "[--config.FIELD=VALUE ...]"
   echo "See the header of $0 for details."
 }
 
 die() {
-  echo "sweep_lr.sh: error: $*" >&2
+  echo "sweep.sh: error: $*" >&2
   exit 2
 }
 
@@ -90,6 +109,9 @@ jobs=1
 run_report=1
 pin=1
 overrides=()
+grid_args=()
+list_only=0
+task=''
 config_dir=configs
 while (($#)); do
   case "$1" in
@@ -112,6 +134,19 @@ while (($#)); do
       shift
       ;;
     --configs=*) config_dir="${1#--configs=}" ;;
+    --grid | --seeds)
+      (($# >= 2)) || die "$1 needs a value"
+      grid_args+=("$1=$2")
+      shift
+      ;;
+    --grid=* | --seeds=*) grid_args+=("$1") ;;
+    --list) list_only=1 ;;
+    --task)
+      (($# >= 2)) || die "$1 needs a point number"
+      task="$2"
+      shift
+      ;;
+    --task=*) task="${1#--task=}" ;;
     --*)
       # sweep_overrides.txt holds one override a line.
       [[ "$1" != *$'\n'* ]] || die "an override holds a line break: $1"
@@ -132,6 +167,8 @@ if [[ -z "${sweep_dir}" ]]; then
 fi
 [[ "${jobs}" =~ ^[1-9][0-9]*$ ]] ||
   die "-j needs a positive integer, not '${jobs}'"
+[[ -z "${task}" || "${task}" =~ ^[0-9]+$ ]] ||
+  die "--task needs a point number (0, 1, ...), not '${task}'"
 command -v "${PYTHON}" >/dev/null ||
   die "no Python interpreter '${PYTHON}'; set PYTHON"
 
@@ -154,21 +191,45 @@ fi
 ((${#configs[@]})) ||
   die "no configs to run (${config_dir}/lr_*.py or CONFIGS)"
 
-declare -A config_of_stem=()
-stems=()
-for config in "${configs[@]}"; do
-  stem="$(basename "${config}" .py)"
-  [[ -z "${config_of_stem[${stem}]:-}" ]] || die "two configs named ${stem}"
-  config_of_stem["${stem}"]="${config}"
-  stems+=("${stem}")
-done
-
-mkdir -p "${sweep_dir}"
-sweep_dir="$(cd "${sweep_dir}" && pwd)"
 # `python -m lettercnn.main` and the configs' `from configs import default`
 # need the repository on the path; the working directory stays the caller's so
 # relative paths in overrides mean what the caller meant.
 export PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+
+# --- Points --------------------------------------------------------------
+# lettercnn.sweep_grid prints one line per point: name, config, the point's
+# overrides, tab-separated; a bad grid is its one error line (exit 2).
+override_args=()
+for override in "${overrides[@]}"; do
+  override_args+=("--override=${override}")
+done
+points_listing="$("${PYTHON}" -m lettercnn.sweep_grid "${grid_args[@]}" \
+  "${override_args[@]}" -- "${configs[@]}")" || exit 2
+
+declare -A config_of_name=()
+declare -A point_overrides_of_name=()
+names=()
+while IFS=$'\t' read -r -a fields; do
+  name="${fields[0]}"
+  config_of_name["${name}"]="${fields[1]}"
+  point_overrides_of_name["${name}"]="$(printf '%s\t' "${fields[@]:2}")"
+  names+=("${name}")
+done <<<"${points_listing}"
+
+if ((list_only)); then
+  for i in "${!names[@]}"; do
+    printf '%d\t%s\n' "${i}" "${names[i]}"
+  done
+  exit 0
+fi
+if [[ -n "${task}" ]]; then
+  ((task < ${#names[@]})) ||
+    die "task ${task} but only ${#names[@]} points: use --array=0-$((${#names[@]} - 1))"
+  names=("${names[task]}")
+fi
+
+mkdir -p "${sweep_dir}"
+sweep_dir="$(cd "${sweep_dir}" && pwd)"
 
 # --- Overrides -----------------------------------------------------------
 # Prints the overrides as SWEEP_DIR records them: one a line, sorted, and of
@@ -267,16 +328,16 @@ workdir_state() {
   "${PYTHON}" -m lettercnn.workdir_guard "$1" || echo unknown
 }
 
-declare -A pid_of_stem=()
-declare -A slot_of_stem=()
+declare -A pid_of_name=()
+declare -A slot_of_name=()
 failures=()
 busy=()
 
-# Says that run `stem` is busy: process `pid` holds its workdir.
+# Says that run `name` is busy: process `pid` holds its workdir.
 report_busy() {
-  local stem="$1" pid="$2"
-  busy+=("${stem} (process ${pid})")
-  echo "[sweep] ${stem}: busy (process ${pid} holds its workdir), not started"
+  local name="$1" pid="$2"
+  busy+=("${name} (process ${pid})")
+  echo "[sweep] ${name}: busy (process ${pid} holds its workdir), not started"
 }
 
 # Prints the pid named by the last "in use by process PID" error in a run's
@@ -292,7 +353,7 @@ busy_pid_in_log() {
 free_slot() {
   local slot taken
   for ((slot = 0; slot < jobs; slot++)); do
-    for taken in "${slot_of_stem[@]}"; do
+    for taken in "${slot_of_name[@]}"; do
       [[ "${taken}" != "${slot}" ]] || continue 2
     done
     echo "${slot}"
@@ -301,54 +362,56 @@ free_slot() {
 }
 
 launch() {
-  local stem="$1"
-  local workdir="${sweep_dir}/${stem}"
+  local name="$1"
+  local workdir="${sweep_dir}/${name}"
   local log="${workdir}/log.txt"
   mkdir -p "${workdir}"
+  local point_overrides
+  IFS=$'\t' read -r -a point_overrides <<<"${point_overrides_of_name[${name}]}"
   local cmd=("${PYTHON}" -m lettercnn.main
-    "--config=${config_of_stem[${stem}]}" "--workdir=${workdir}"
-    "${overrides[@]}")
+    "--config=${config_of_name[${name}]}" "--workdir=${workdir}"
+    "${point_overrides[@]}" "${overrides[@]}")
   local where=''
   if ((${#cpu_sets[@]})); then
     local slot
     slot="$(free_slot)"
-    slot_of_stem["${stem}"]="${slot}"
+    slot_of_name["${name}"]="${slot}"
     cmd=(taskset -c "${cpu_sets[${slot}]}" "${cmd[@]}")
     where=" on CPUs ${cpu_sets[${slot}]}"
   fi
   printf '=== %s: %s\n' "$(date '+%F %T')" "${cmd[*]}" >>"${log}"
   "${cmd[@]}" >>"${log}" 2>&1 &
-  pid_of_stem["${stem}"]=$!
-  echo "[sweep] ${stem}: started${where} (log: ${log})"
+  pid_of_name["${name}"]=$!
+  echo "[sweep] ${name}: started${where} (log: ${log})"
 }
 
-# Collects the exit status of the finished run `stem` and says how it ended.
+# Collects the exit status of the finished run `name` and says how it ended.
 finish() {
-  local stem="$1"
-  local workdir="${sweep_dir}/${stem}"
+  local name="$1"
+  local workdir="${sweep_dir}/${name}"
   local rc=0
-  wait "${pid_of_stem[${stem}]}" || rc=$?
-  unset 'pid_of_stem[${stem}]' 'slot_of_stem[${stem}]'
+  wait "${pid_of_name[${name}]}" || rc=$?
+  unset 'pid_of_name[${name}]' 'slot_of_name[${name}]'
   if ((rc == 0)); then
-    echo "[sweep] ${stem}: $(workdir_state "${workdir}")"
+    echo "[sweep] ${name}: $(workdir_state "${workdir}")"
   elif ((rc == BUSY_EXIT)); then
     # Another process took the workdir after the check before the launch.
-    report_busy "${stem}" "$(busy_pid_in_log "${workdir}/log.txt")"
+    report_busy "${name}" "$(busy_pid_in_log "${workdir}/log.txt")"
   else
-    failures+=("${stem} (exit ${rc}, log: ${workdir}/log.txt)")
-    echo "[sweep] ${stem}: FAILED (exit status ${rc}); end of its log:"
+    failures+=("${name} (exit ${rc}, log: ${workdir}/log.txt)")
+    echo "[sweep] ${name}: FAILED (exit status ${rc}); end of its log:"
     tail -n 5 "${workdir}/log.txt" | sed 's/^/    /'
   fi
 }
 
 # Waits until fewer than `limit` runs are in flight.
 wait_for_slots() {
-  local limit="$1" stem
-  while ((${#pid_of_stem[@]} >= limit)); do
-    for stem in "${!pid_of_stem[@]}"; do
-      kill -0 "${pid_of_stem[${stem}]}" 2>/dev/null || finish "${stem}"
+  local limit="$1" name
+  while ((${#pid_of_name[@]} >= limit)); do
+    for name in "${!pid_of_name[@]}"; do
+      kill -0 "${pid_of_name[${name}]}" 2>/dev/null || finish "${name}"
     done
-    ((${#pid_of_stem[@]} < limit)) || sleep "${STATUS_POLL_S}"
+    ((${#pid_of_name[@]} < limit)) || sleep "${STATUS_POLL_S}"
   done
 }
 
@@ -357,10 +420,10 @@ wait_for_slots() {
 stop_runs() {
   local pid
   trap - INT TERM
-  for pid in "${pid_of_stem[@]}"; do
+  for pid in "${pid_of_name[@]}"; do
     kill -TERM "${pid}" 2>/dev/null || true
   done
-  for pid in "${pid_of_stem[@]}"; do
+  for pid in "${pid_of_name[@]}"; do
     wait "${pid}" 2>/dev/null || true
   done
   echo "[sweep] interrupted; rerun the same command to resume." >&2
@@ -368,40 +431,44 @@ stop_runs() {
 }
 trap stop_runs INT TERM
 
-echo "[sweep] ${#stems[@]} runs into ${sweep_dir}, ${jobs} at a time."
+echo "[sweep] ${#names[@]} runs into ${sweep_dir}, ${jobs} at a time."
 if ((unchecked_runs)); then
   echo "[sweep] ${sweep_dir} has runs but no ${OVERRIDES_FILE} (it predates" \
     "it): launching every run, finished ones too, so that lettercnn.main" \
     "checks each against this sweep's config."
 fi
-for stem in "${stems[@]}"; do
+for name in "${names[@]}"; do
   wait_for_slots "${jobs}"
   # Asked only once a slot is free, so that it is current at the launch.
-  state="$(workdir_state "${sweep_dir}/${stem}")"
+  state="$(workdir_state "${sweep_dir}/${name}")"
   case "${state}" in
     busy\ *)
-      report_busy "${stem}" "${state#busy }"
+      report_busy "${name}" "${state#busy }"
       continue
       ;;
     converged | not_converged | diverged)
       if ((!unchecked_runs)); then
-        echo "[sweep] ${stem}: already finished (${state}), skipped."
+        echo "[sweep] ${name}: already finished (${state}), skipped."
         continue
       fi
       ;;
   esac
-  launch "${stem}"
+  launch "${name}"
 done
 wait_for_slots 1
 
-# Prints the runs in SWEEP_DIR that this sweep has no config for (CONFIGS, a
-# SLURM task): it has not had lettercnn.main check them.
+# Prints the runs in SWEEP_DIR that this sweep did not launch (CONFIGS, a
+# smaller grid, --task): it has not had lettercnn.main check them.
 runs_not_swept() {
-  local status_file stem
+  local status_file name
+  local -A swept=()
+  for name in "${names[@]}"; do
+    swept["${name}"]=1
+  done
   for status_file in "${sweep_dir}"/*/status.json; do
     [[ -e "${status_file}" ]] || continue
-    stem="$(basename "$(dirname "${status_file}")")"
-    [[ -n "${config_of_stem[${stem}]:-}" ]] || echo "${stem}"
+    name="$(basename "$(dirname "${status_file}")")"
+    [[ -n "${swept[${name}]:-}" ]] || echo "${name}"
   done
 }
 

@@ -1,0 +1,76 @@
+"""Config files and --config.FIELD=VALUE overrides, parsed as lettercnn.main does.
+
+lettercnn.main parses its command line with `parse_config_flags`;
+lettercnn.sweep_grid builds each point's config with `load_config`, so that a
+sweep reports a bad point in the same words, before it starts any run.
+"""
+
+import os
+import re
+
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+from lettercnn import errors
+
+
+def _config_file_error(path: str) -> str | None:
+  """Why `path` cannot be a config file, or None when it looks usable."""
+  if not os.path.isfile(path):
+    return f'config file {path!r} does not exist'
+  with open(path) as f:
+    if 'def get_config' not in f.read():
+      return f'config file {path!r} does not define get_config()'
+  return None
+
+
+def _unknown_field_message(error: Exception) -> str:
+  """ml_collections' locked-config error, as one line naming the field."""
+  text = str(error).replace('\\', '')
+  field = re.search(r'[\'"]([A-Za-z_][\w.]*)[\'"]', text)
+  suggestion = re.search(r'Did you mean "([\w.]+)"', text)
+  message = (f'unknown config field {field.group(1) if field else text!r} '
+             '(see configs/default.py)')
+  if suggestion:
+    message += f'; did you mean {suggestion.group(1)!r}?'
+  return message
+
+
+def parse_config_flags(argv: list[str],
+                       flag_values: flags.FlagValues) -> list[str]:
+  """Parses `argv` into `flag_values`; returns the arguments left over.
+
+  Raises:
+    errors.InputError: a bad config file, field or value, in one line.
+  """
+  config_paths = [a.split('=', 1)[1] for a in argv
+                  if a.startswith(('--config=', '-config='))]
+  problem = next(filter(None, map(_config_file_error, config_paths)), None)
+  if problem is not None:
+    raise errors.InputError(problem)
+  try:
+    return flag_values(argv)
+  except flags.Error as e:
+    raise errors.InputError(str(e).splitlines()[0]) from e
+  except (AttributeError, KeyError) as e:
+    raise errors.InputError(_unknown_field_message(e)) from e
+  except (TypeError, ValueError) as e:
+    raise errors.InputError(f'bad config override: {e}') from e
+
+
+def load_config(config_path: str,
+                overrides: list[str]) -> ml_collections.ConfigDict:
+  """The config `lettercnn.main --config=config_path *overrides` trains with.
+
+  Raises:
+    errors.InputError: as lettercnn.main reports a bad file, field or value.
+  """
+  argv = ['lettercnn.main', f'--config={config_path}', *overrides]
+  flag_values = flags.FlagValues()
+  # config_flags reads the overrides from sys_argv, not from the parsed argv.
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
+                                  flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  parse_config_flags(argv, flag_values)
+  return flag_values.config
