@@ -17,11 +17,9 @@ writes into SWEEP_DIR:
 """
 
 import csv
-import dataclasses
 import math
 import os
 import pathlib
-import re
 import sys
 from collections.abc import Sequence
 
@@ -31,20 +29,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 import numpy as np
 
+from lettercnn import report_runs
 from lettercnn import run_status
 from lettercnn.errors import InputError
-
-EVENT_FILE_PATTERN = 'events.out.tfevents.*'
-# Status of a run that has event files but no status.json yet.
-UNKNOWN_STATUS = 'unknown'
-# Scalars the report reads; a directory with none of them is not a run.
-TAGS = ('train_loss', 'train_accuracy', 'learning_rate', 'epoch_train_loss',
-        'epoch_train_accuracy', 'val_loss', 'val_accuracy')
-# Learning rate in a run name such as `lr_1e-4` (used when nothing else has it).
-_LR_IN_NAME = re.compile(r'lr_?([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)', re.IGNORECASE)
-
-# {tag: (steps, values)} of one run, steps ascending.
-Scalars = dict[str, tuple[np.ndarray, np.ndarray]]
 
 CSV_COLUMNS = ('run', 'learning_rate', 'status', 'final_train_loss',
                'final_train_accuracy', 'final_val_loss', 'final_val_accuracy',
@@ -56,232 +43,7 @@ TIE_BREAK_RULE = (
     'learning rate')
 
 
-@dataclasses.dataclass(frozen=True)
-class Curve:
-  """One scalar of one run: values against (possibly fractional) epochs."""
-  epochs: np.ndarray
-  values: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSummary:
-  """What the report knows about one training run (None: not available)."""
-  name: str
-  learning_rate: float | None
-  status: str
-  final_train_loss: float | None
-  final_train_accuracy: float | None
-  final_val_loss: float | None
-  final_val_accuracy: float | None
-  best_val_accuracy: float | None
-  best_val_epoch: float | None
-  epochs_run: float | None
-  num_epochs: int | None
-  num_classes: int | None
-  train_loss: Curve | None
-  train_accuracy: Curve | None
-
-  @property
-  def finished(self) -> bool:
-    return self.status in run_status.FINISHED
-
-  @property
-  def diverged(self) -> bool:
-    return self.status == run_status.DIVERGED
-
-
-# --------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------
-
-
-def _float_or_none(value: object) -> float | None:
-  """Returns `value` as a float (inf and nan kept); None if not a number."""
-  if value is None or isinstance(value, bool):
-    return None
-  try:
-    return float(value)
-  except (TypeError, ValueError):
-    return None
-
-
-def _finite_or_none(value: object) -> float | None:
-  """Like `_float_or_none`, but None for inf and nan too."""
-  number = _float_or_none(value)
-  return number if number is not None and math.isfinite(number) else None
-
-
-def read_status(run_dir: pathlib.Path) -> dict[str, object] | None:
-  """Returns the run's status.json (`run_status.read`), None if absent or bad."""
-  try:
-    return run_status.read(str(run_dir))
-  except run_status.UnreadableStatus as e:
-    logging.warning('Ignoring it: %s', e)
-    return None
-
-
-def read_scalars(run_dir: pathlib.Path) -> Scalars:
-  """Reads the run's TensorBoard scalars as {tag: (steps, values)}.
-
-  When a resumed run logged a step twice, the later value wins. Steps are
-  sorted; values keep non-finite entries.
-  """
-  if not any(run_dir.glob(EVENT_FILE_PATTERN)):
-    return {}
-  # Imported here: TensorBoard's reader pulls in TensorFlow, which is slow.
-  from lettercnn import tb_events  # pylint: disable=g-import-not-at-top
-  scalars = {}
-  for tag, events in tb_events.read_scalars(str(run_dir)).items():
-    if tag in TAGS:
-      by_step = dict(events)
-      steps = sorted(by_step)
-      scalars[tag] = (np.array(steps, dtype=np.int64),
-                      np.array([by_step[s] for s in steps], dtype=np.float64))
-  return scalars
-
-
-def _steps_per_epoch(status: dict[str, object],
-                     scalars: Scalars) -> float | None:
-  """Steps per epoch from status.json, else the step of the first epoch end."""
-  from_status = _finite_or_none(status.get('steps_per_epoch'))
-  if from_status and from_status > 0:
-    return from_status
-  for tag in ('epoch_train_loss', 'epoch_train_accuracy', 'val_accuracy'):
-    if tag in scalars and scalars[tag][0].size and scalars[tag][0][0] > 0:
-      return float(scalars[tag][0][0])
-  return None
-
-
-def _learning_rate(name: str, status: dict[str, object],
-                   scalars: Scalars) -> float | None:
-  """The run's base rate: from its config, first logged rate, or its name."""
-  config = status.get('config')
-  if isinstance(config, dict):
-    from_config = _finite_or_none(config.get('learning_rate'))
-    if from_config is not None:
-      return from_config
-  if 'learning_rate' in scalars and scalars['learning_rate'][1].size:
-    return _finite_or_none(scalars['learning_rate'][1][0])
-  match = _LR_IN_NAME.search(name)
-  return _finite_or_none(match.group(1)) if match else None
-
-
-def _last(scalars: Scalars, *tags: str) -> float | None:
-  """Last logged value of the first of `tags` that was logged."""
-  for tag in tags:
-    if tag in scalars and scalars[tag][1].size:
-      return float(scalars[tag][1][-1])
-  return None
-
-
-def _curve(scalars: Scalars, tag: str,
-           steps_per_epoch: float | None) -> Curve | None:
-  """The scalar `tag` against epoch, or None without data or epoch length."""
-  if tag not in scalars or steps_per_epoch is None:
-    return None
-  steps, values = scalars[tag]
-  return Curve(epochs=steps / steps_per_epoch, values=values)
-
-
-def _best_from_events(
-    scalars: Scalars,
-    steps_per_epoch: float | None) -> tuple[float | None, float | None]:
-  """(best validation accuracy, its epoch) from the logged val_accuracy."""
-  if 'val_accuracy' not in scalars:
-    return None, None
-  steps, values = scalars['val_accuracy']
-  finite = np.isfinite(values)
-  if not finite.any():
-    return None, None
-  index = int(np.argmax(np.where(finite, values, -np.inf)))
-  epoch = float(steps[index]) / steps_per_epoch if steps_per_epoch else None
-  return float(values[index]), epoch
-
-
-def load_run(run_dir: pathlib.Path) -> RunSummary | None:
-  """Summarises one run directory; None if it holds no run of this project.
-
-  status.json values take precedence; the TensorBoard scalars fill in what it
-  lacks (no status.json yet, or "final" values still null).
-  """
-  status_or_none = read_status(run_dir)
-  scalars = read_scalars(run_dir)
-  if status_or_none is None and not scalars:
-    return None
-  status = status_or_none or {}
-  final = status.get('final')
-  final = final if isinstance(final, dict) else {}
-  best = status.get('best')
-  best = best if isinstance(best, dict) else {}
-  steps_per_epoch = _steps_per_epoch(status, scalars)
-
-  def final_value(key: str, *tags: str) -> float | None:
-    from_status = _float_or_none(final.get(key))
-    return from_status if from_status is not None else _last(scalars, *tags)
-
-  best_val_accuracy = _finite_or_none(best.get('val_accuracy'))
-  best_val_epoch = _finite_or_none(best.get('epoch'))
-  if best_val_accuracy is None:
-    best_val_accuracy, best_val_epoch = _best_from_events(
-        scalars, steps_per_epoch)
-
-  epochs_run = _finite_or_none(status.get('epoch'))
-  if epochs_run is None and scalars and steps_per_epoch:
-    last_step = max(int(steps[-1]) for steps, _ in scalars.values())
-    epochs_run = last_step / steps_per_epoch
-  num_epochs = _finite_or_none(status.get('num_epochs'))
-  num_classes = _finite_or_none(status.get('num_classes'))
-
-  return RunSummary(
-      name=run_dir.name,
-      learning_rate=_learning_rate(run_dir.name, status, scalars),
-      status=str(status.get('status') or UNKNOWN_STATUS),
-      final_train_loss=final_value(
-          'train_loss', 'epoch_train_loss', 'train_loss'),
-      final_train_accuracy=final_value(
-          'train_accuracy', 'epoch_train_accuracy', 'train_accuracy'),
-      final_val_loss=final_value('val_loss', 'val_loss'),
-      final_val_accuracy=final_value('val_accuracy', 'val_accuracy'),
-      best_val_accuracy=best_val_accuracy,
-      best_val_epoch=best_val_epoch,
-      epochs_run=epochs_run,
-      num_epochs=None if num_epochs is None else int(num_epochs),
-      num_classes=None if num_classes is None else int(num_classes),
-      train_loss=_curve(scalars, 'train_loss', steps_per_epoch),
-      train_accuracy=_curve(scalars, 'train_accuracy', steps_per_epoch),
-  )
-
-
-def _sort_key(run: RunSummary) -> tuple[bool, float, str]:
-  """Largest learning rate first; runs without one last; then by name."""
-  has_rate = run.learning_rate is not None
-  return (not has_rate, -(run.learning_rate or 0.0), run.name)
-
-
-def load_sweep(sweep_dir: pathlib.Path) -> list[RunSummary]:
-  """Loads every run under `sweep_dir`, largest learning rate first.
-
-  Raises:
-    InputError: `sweep_dir` is not a directory, is a single run's workdir, or
-      holds no runs.
-  """
-  if not sweep_dir.is_dir():
-    raise InputError(f'{sweep_dir} is not a directory.')
-  if (sweep_dir / run_status.STATUS_FILE).is_file():
-    raise InputError(
-        f'{sweep_dir} is a single run\'s workdir; pass the sweep directory '
-        'that holds one such workdir per learning rate.')
-  runs = [run for path in sorted(sweep_dir.iterdir()) if path.is_dir()
-          for run in [load_run(path)] if run is not None]
-  if not runs:
-    raise InputError(
-        f'No training runs in {sweep_dir}: expected subdirectories holding '
-        f'{run_status.STATUS_FILE} and/or TensorBoard event files of '
-        'lettercnn.main (run scripts/sweep.sh first).')
-  return sorted(runs, key=_sort_key)
-
-
-def best_run(runs: Sequence[RunSummary]) -> RunSummary | None:
+def best_run(runs: Sequence[report_runs.RunSummary]) -> report_runs.RunSummary | None:
   """The run with the best validation accuracy, by TIE_BREAK_RULE.
 
   Returns None when every run diverged or has no validation accuracy yet.
@@ -292,7 +54,7 @@ def best_run(runs: Sequence[RunSummary]) -> RunSummary | None:
     return None
   return max(candidates, key=lambda run: (
       run.best_val_accuracy,
-      _finite_or_none(run.final_train_accuracy) or -1.0,
+      report_runs.finite_or_none(run.final_train_accuracy) or -1.0,
       run.learning_rate or 0.0))
 
 
@@ -320,7 +82,7 @@ def _csv_value(value: object) -> str:
   return str(value)
 
 
-def write_csv(runs: Sequence[RunSummary], path: pathlib.Path) -> None:
+def write_csv(runs: Sequence[report_runs.RunSummary], path: pathlib.Path) -> None:
   """Writes one row per run with CSV_COLUMNS; accuracies are fractions."""
   with path.open('w', newline='') as f:
     writer = csv.writer(f)
@@ -341,7 +103,7 @@ def _number(value: float | None) -> str:
   return '-' if value is None else f'{value:.4g}'
 
 
-def _epochs(run: RunSummary) -> str:
+def _epochs(run: report_runs.RunSummary) -> str:
   """'30', or '12.5 / 30' for a run that stopped or is stopping early."""
   if run.epochs_run is None:
     return '-'
@@ -351,7 +113,7 @@ def _epochs(run: RunSummary) -> str:
   return f'{done} / {run.num_epochs}'
 
 
-def markdown_table(runs: Sequence[RunSummary]) -> str:
+def markdown_table(runs: Sequence[report_runs.RunSummary]) -> str:
   """The sweep as a markdown table, one row per run."""
   lines = [
       '| Run | Learning rate | Status | Final train loss | Final train acc '
@@ -370,7 +132,7 @@ def markdown_table(runs: Sequence[RunSummary]) -> str:
   return '\n'.join(lines)
 
 
-def best_line(runs: Sequence[RunSummary]) -> str:
+def best_line(runs: Sequence[report_runs.RunSummary]) -> str:
   """One sentence naming the best learning rate and how it was chosen."""
   best = best_run(runs)
   if best is None:
@@ -383,11 +145,11 @@ def best_line(runs: Sequence[RunSummary]) -> str:
           f'{epoch}); chosen by {TIE_BREAK_RULE}.')
 
 
-def _num_classes(runs: Sequence[RunSummary]) -> int | None:
+def _num_classes(runs: Sequence[report_runs.RunSummary]) -> int | None:
   return next((run.num_classes for run in runs if run.num_classes), None)
 
 
-def markdown_report(runs: Sequence[RunSummary]) -> str:
+def markdown_report(runs: Sequence[report_runs.RunSummary]) -> str:
   """summary.md: best rate, notes, table and the plots."""
   parts = ['# Learning-rate sweep', '', best_line(runs)]
   unfinished = [run.name for run in runs if not run.finished]
@@ -413,21 +175,21 @@ def markdown_report(runs: Sequence[RunSummary]) -> str:
 # --------------------------------------------------------------------------
 
 
-def _colors(runs: Sequence[RunSummary]) -> dict[str, tuple[float, ...]]:
+def _colors(runs: Sequence[report_runs.RunSummary]) -> dict[str, tuple[float, ...]]:
   """One colour per run along viridis, in table order."""
   cmap = colormaps['viridis']
   count = max(len(runs) - 1, 1)
   return {run.name: cmap(0.9 * i / count) for i, run in enumerate(runs)}
 
 
-def _label(run: RunSummary) -> str:
+def _label(run: report_runs.RunSummary) -> str:
   label = f'lr {format_lr(run.learning_rate)}'
   if run.status == run_status.CONVERGED:
     return label
   return f'{label} ({run.status.replace("_", " ")})'
 
 
-def _draw_curves(ax: Axes, runs: Sequence[RunSummary], metric: str) -> None:
+def _draw_curves(ax: Axes, runs: Sequence[report_runs.RunSummary], metric: str) -> None:
   """Draws `metric` ('train_loss' or 'train_accuracy') against epoch.
 
   Non-finite values are dropped, so a diverged run's line ends where it
@@ -468,7 +230,7 @@ def _draw_curves(ax: Axes, runs: Sequence[RunSummary], metric: str) -> None:
             va='center', transform=ax.transAxes)
 
 
-def plot_curves(runs: Sequence[RunSummary], out_dir: pathlib.Path) -> None:
+def plot_curves(runs: Sequence[report_runs.RunSummary], out_dir: pathlib.Path) -> None:
   """Writes train_loss.png, train_accuracy.png and curves.png (both)."""
   for metric in ('train_loss', 'train_accuracy'):
     fig = Figure(figsize=(6.4, 4.8))
@@ -483,7 +245,7 @@ def plot_curves(runs: Sequence[RunSummary], out_dir: pathlib.Path) -> None:
   fig.savefig(out_dir / 'curves.png', dpi=100)
 
 
-def plot_accuracy_vs_lr(runs: Sequence[RunSummary],
+def plot_accuracy_vs_lr(runs: Sequence[report_runs.RunSummary],
                         path: pathlib.Path) -> None:
   """Final training and best validation accuracy against learning rate.
 
@@ -501,7 +263,7 @@ def plot_accuracy_vs_lr(runs: Sequence[RunSummary],
       ('best_val_accuracy', 's--', 'best validation accuracy')):
     points = [(run.learning_rate, 100 * getattr(run, attribute))
               for run in healthy
-              if _finite_or_none(getattr(run, attribute)) is not None]
+              if report_runs.finite_or_none(getattr(run, attribute)) is not None]
     if points:
       ax.plot(*zip(*points), marker, label=label)
   diverged = [run.learning_rate for run in rated if run.diverged]
@@ -542,7 +304,7 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   Raises:
     InputError: see `load_sweep`.
   """
-  runs = load_sweep(sweep_dir)
+  runs = report_runs.load_sweep(sweep_dir)
   write_csv(runs, sweep_dir / 'summary.csv')
   (sweep_dir / 'summary.md').write_text(markdown_report(runs))
   plot_curves(runs, sweep_dir)

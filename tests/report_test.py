@@ -16,6 +16,7 @@ from PIL import Image
 import pytest
 
 from lettercnn import report
+from lettercnn import report_runs
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 4
@@ -166,7 +167,7 @@ def test_full_sweep_table_best_rate_and_plots(sweep, capsys):
 
 
 def test_diverged_curve_keeps_nan_and_ends_where_it_diverged(sweep):
-  run = report.load_run(sweep / 'lr_1e-1')
+  run = report_runs.load_run(sweep / 'lr_1e-1')
   assert run is not None and run.diverged
   assert list(run.train_loss.epochs) == [0.5, 1.0, 1.5]
   assert math.isnan(run.train_loss.values[-1])
@@ -196,7 +197,7 @@ def test_partial_sweep_without_status_or_final_values(tmp_path, capsys):
   assert float(running['final_train_accuracy']) == pytest.approx(0.8)
   assert float(running['best_val_accuracy']) == pytest.approx(0.7)
   assert float(running['best_val_epoch']) == 2
-  assert started['status'] == report.UNKNOWN_STATUS
+  assert started['status'] == report_runs.UNKNOWN_STATUS
   assert float(started['learning_rate']) == pytest.approx(1e-6)
   assert float(started['epochs_run']) == 1
   assert started['num_epochs'] == ''
@@ -213,7 +214,7 @@ def test_resumed_run_later_value_wins(tmp_path):
   # Resumed from the end of epoch 1: epoch 2 is logged again, better.
   write_events(run_dir, 3, [1.0, 0.4, 0.3], [0.5, 0.8, 0.85],
                [0.5, 0.8, 0.82], 1e-4, start_epoch=1)
-  run = report.load_run(run_dir)
+  run = report_runs.load_run(run_dir)
   assert run.best_val_accuracy == pytest.approx(0.82)
   assert run.best_val_epoch == 3
   assert list(run.train_loss.epochs) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
@@ -222,7 +223,7 @@ def test_resumed_run_later_value_wins(tmp_path):
 
 def test_best_run_ties_and_diverged():
   def run(name, lr, status, best_val, final_train):
-    return report.RunSummary(
+    return report_runs.RunSummary(
         name=name, learning_rate=lr, status=status, final_train_loss=None,
         final_train_accuracy=final_train, final_val_loss=None,
         final_val_accuracy=None, best_val_accuracy=best_val,
