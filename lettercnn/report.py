@@ -1,4 +1,4 @@
-"""Summarises a learning-rate sweep: a table, the best rate and plots.
+"""Summarises a sweep: its points over seeds, the best one, tables and plots.
 
 Usage:
   python -m lettercnn.report SWEEP_DIR
@@ -8,12 +8,20 @@ event files is one training run (as `scripts/sweep.sh` lays them out). The
 report reads both, so it also works while the sweep is still running, and
 writes into SWEEP_DIR:
 
-  summary.md          the table (also printed) and the best learning rate
-  summary.csv         the same table, one row per learning rate
-  train_loss.png      training loss against epoch, one line per rate
-  train_accuracy.png  training accuracy against epoch, one line per rate
-  curves.png          the two above side by side
-  accuracy_vs_lr.png  final training / best validation accuracy against rate
+  summary.md            the verdict, the points table, the best rate per batch
+                        size and the runs table (all printed too; the points
+                        and batch size tables only when they add to the runs)
+  points.csv            one row per point (runs that differ only by seed)
+  summary.csv           one row per run
+  train_loss.png        training loss against epoch, one line per run
+  train_accuracy.png    training accuracy against epoch, one line per run
+  curves.png            the two above side by side
+  accuracy_vs_lr.png    final training / best validation accuracy against
+                        rate, mean +- std over seeds, one line per batch size
+  lr_batch_heatmap.png  mean best validation accuracy, rate x batch size
+  events.out.tfevents.*.lettercnn_sweep_hparams
+                        the swept fields for TensorBoard's HParams dashboard
+                        (`tensorboard --logdir SWEEP_DIR`)
 """
 
 import csv
@@ -29,48 +37,21 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 import numpy as np
 
+from lettercnn import hparams_summary
 from lettercnn import report_runs
 from lettercnn import run_status
+from lettercnn import sweep_plots
+from lettercnn import sweep_points
+from lettercnn import sweep_tables
 from lettercnn.errors import InputError
 
 CSV_COLUMNS = ('run', 'learning_rate', 'status', 'final_train_loss',
                'final_train_accuracy', 'final_val_loss', 'final_val_accuracy',
                'best_val_accuracy', 'best_val_epoch', 'epochs_run',
                'num_epochs')
-TIE_BREAK_RULE = (
-    'the highest best validation accuracy among runs that did not diverge; '
-    'ties go to the higher final training accuracy, then to the larger '
-    'learning rate')
-
-
-def best_run(runs: Sequence[report_runs.RunSummary]) -> report_runs.RunSummary | None:
-  """The run with the best validation accuracy, by TIE_BREAK_RULE.
-
-  Returns None when every run diverged or has no validation accuracy yet.
-  """
-  candidates = [run for run in runs
-                if not run.diverged and run.best_val_accuracy is not None]
-  if not candidates:
-    return None
-  return max(candidates, key=lambda run: (
-      run.best_val_accuracy,
-      report_runs.finite_or_none(run.final_train_accuracy) or -1.0,
-      run.learning_rate or 0.0))
-
-
 # --------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------
-
-
-def format_lr(learning_rate: float | None) -> str:
-  """Compact scientific notation as in the config names: 0.0001 -> '1e-4'."""
-  if learning_rate is None:
-    return '?'
-  if learning_rate <= 0 or not math.isfinite(learning_rate):
-    return f'{learning_rate:g}'
-  mantissa, exponent = f'{learning_rate:.3e}'.split('e')
-  return f'{float(mantissa):g}e{int(exponent)}'
 
 
 def _csv_value(value: object) -> str:
@@ -125,48 +106,44 @@ def markdown_table(runs: Sequence[report_runs.RunSummary]) -> str:
     if run.best_val_accuracy is not None and run.best_val_epoch is not None:
       best += f' ({run.best_val_epoch:g})'
     lines.append(
-        f'| {run.name} | {format_lr(run.learning_rate)} | {run.status} '
+        f'| {run.name} | {sweep_plots.format_lr(run.learning_rate)} | {run.status} '
         f'| {_number(run.final_train_loss)} '
         f'| {_percent(run.final_train_accuracy)} '
         f'| {_percent(run.final_val_accuracy)} | {best} | {_epochs(run)} |')
   return '\n'.join(lines)
 
 
-def best_line(runs: Sequence[report_runs.RunSummary]) -> str:
-  """One sentence naming the best learning rate and how it was chosen."""
-  best = best_run(runs)
-  if best is None:
-    return ('No best learning rate: every run diverged or has no validation '
-            'accuracy yet.')
-  epoch = ('' if best.best_val_epoch is None
-           else f' at epoch {best.best_val_epoch:g}')
-  return (f'Best learning rate: {format_lr(best.learning_rate)} ({best.name}, '
-          f'best validation accuracy {_percent(best.best_val_accuracy)}'
-          f'{epoch}); chosen by {TIE_BREAK_RULE}.')
-
-
 def _num_classes(runs: Sequence[report_runs.RunSummary]) -> int | None:
   return next((run.num_classes for run in runs if run.num_classes), None)
 
 
-def markdown_report(runs: Sequence[report_runs.RunSummary]) -> str:
-  """summary.md: best rate, notes, table and the plots."""
-  parts = ['# Learning-rate sweep', '', best_line(runs)]
+def markdown_report(runs: Sequence[report_runs.RunSummary],
+                    points: Sequence[sweep_points.Point]) -> str:
+  """summary.md: the verdict, the points, each batch size, the runs, plots."""
+  parts = ['# Sweep', '', *sweep_tables.verdict_lines(points)]
   unfinished = [run.name for run in runs if not run.finished]
   if unfinished:
     parts += ['', f'Not finished yet ({", ".join(unfinished)}): their rows are '
-              'partial and the best rate may change.']
+              'partial and the verdict may change.']
   num_classes = _num_classes(runs)
   if num_classes:
     parts += ['', f'Chance level: {_percent(1 / num_classes)} '
               f'({num_classes} classes).']
   parts += [
-      '', markdown_table(runs), '',
+      '', '## Points', '',
+      'A point is one setting of the swept fields; its runs differ only by '
+      'their seed. Standard deviations are over seeds (n - 1 in the '
+      'denominator); diverged runs count in "Diverged" and, with the values '
+      'they reached, in the accuracies.', '',
+      sweep_tables.points_table(points), '',
+      '## By batch size', '', sweep_tables.batch_size_table(points), '',
+      '## Runs', '', markdown_table(runs), '',
       'Final values: at the end of training, where a run diverged, or the '
       'latest logged for an unfinished run. Epochs: completed / planned when '
       'a run stopped early or is still running.', '',
       '![Training curves](curves.png)', '',
-      '![Accuracy against learning rate](accuracy_vs_lr.png)', '']
+      '![Accuracy against learning rate](accuracy_vs_lr.png)', '',
+      '![Learning rate x batch size](lr_batch_heatmap.png)', '']
   return '\n'.join(parts)
 
 
@@ -176,14 +153,21 @@ def markdown_report(runs: Sequence[report_runs.RunSummary]) -> str:
 
 
 def _colors(runs: Sequence[report_runs.RunSummary]) -> dict[str, tuple[float, ...]]:
-  """One colour per run along viridis, in table order."""
+  """One colour per learning rate along viridis, largest rate first.
+
+  Runs of one rate (its seeds, batch sizes) share the colour and the legend
+  entry, so a big sweep's legend stays one line per rate.
+  """
   cmap = colormaps['viridis']
-  count = max(len(runs) - 1, 1)
-  return {run.name: cmap(0.9 * i / count) for i, run in enumerate(runs)}
+  rates = sorted({run.learning_rate for run in runs},
+                 key=lambda rate: (rate is None, -(rate or 0.0)))
+  count = max(len(rates) - 1, 1)
+  color_of_rate = {rate: cmap(0.9 * i / count) for i, rate in enumerate(rates)}
+  return {run.name: color_of_rate[run.learning_rate] for run in runs}
 
 
 def _label(run: report_runs.RunSummary) -> str:
-  label = f'lr {format_lr(run.learning_rate)}'
+  label = f'lr {sweep_plots.format_lr(run.learning_rate)}'
   if run.status == run_status.CONVERGED:
     return label
   return f'{label} ({run.status.replace("_", " ")})'
@@ -224,7 +208,9 @@ def _draw_curves(ax: Axes, runs: Sequence[report_runs.RunSummary], metric: str) 
     ax.set_ylabel('accuracy (%)')
     ax.set_ylim(0, 100)
   if drawn:
-    ax.legend(fontsize='small')
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # One entry per label.
+    ax.legend(unique.values(), unique.keys(), fontsize='small')
   else:
     ax.text(0.5, 0.5, 'no training curves logged yet', ha='center',
             va='center', transform=ax.transAxes)
@@ -245,72 +231,35 @@ def plot_curves(runs: Sequence[report_runs.RunSummary], out_dir: pathlib.Path) -
   fig.savefig(out_dir / 'curves.png', dpi=100)
 
 
-def plot_accuracy_vs_lr(runs: Sequence[report_runs.RunSummary],
-                        path: pathlib.Path) -> None:
-  """Final training and best validation accuracy against learning rate.
-
-  Diverged rates are red crosses at 0 labelled 'diverged'; the dashed line is
-  chance level (1 / number of classes).
-  """
-  fig = Figure(figsize=(6.4, 4.8))
-  ax = fig.add_subplot()
-  rated = sorted((run for run in runs if run.learning_rate is not None
-                  and run.learning_rate > 0),
-                 key=lambda run: run.learning_rate)
-  healthy = [run for run in rated if not run.diverged]
-  for attribute, marker, label in (
-      ('final_train_accuracy', 'o-', 'final training accuracy'),
-      ('best_val_accuracy', 's--', 'best validation accuracy')):
-    points = [(run.learning_rate, 100 * getattr(run, attribute))
-              for run in healthy
-              if report_runs.finite_or_none(getattr(run, attribute)) is not None]
-    if points:
-      ax.plot(*zip(*points), marker, label=label)
-  diverged = [run.learning_rate for run in rated if run.diverged]
-  if diverged:
-    ax.plot(diverged, [0] * len(diverged), 'x', color='red', markersize=10,
-            markeredgewidth=2, label='diverged')
-    for rate in diverged:
-      ax.annotate('diverged', (rate, 0), textcoords='offset points',
-                  xytext=(0, 8), ha='center', color='red', fontsize='small')
-  num_classes = _num_classes(runs)
-  if num_classes:
-    ax.axhline(100 / num_classes, color='gray', linestyle='--',
-               label=f'chance (1/{num_classes})')
-  if rated:
-    ax.set_xscale('log')
-  else:
-    ax.text(0.5, 0.5, 'no learning rates known yet', ha='center',
-            va='center', transform=ax.transAxes)
-  ax.set_ylim(-5, 105)
-  ax.set_xlabel('base learning rate (log scale)')
-  ax.set_ylabel('accuracy (%)')
-  ax.set_title('Accuracy against learning rate')
-  ax.grid(True, which='both', alpha=0.3)
-  if ax.get_legend_handles_labels()[0]:
-    ax.legend(fontsize='small')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-
-
 # --------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------
 
 
 def write_report(sweep_dir: pathlib.Path) -> str:
-  """Writes all report files into `sweep_dir`; returns the markdown table.
+  """Writes all report files into `sweep_dir`; returns what main prints.
 
   Raises:
-    InputError: see `load_sweep`.
+    InputError: see `report_runs.load_sweep`.
   """
   runs = report_runs.load_sweep(sweep_dir)
+  points = sweep_points.group_points(runs)
   write_csv(runs, sweep_dir / 'summary.csv')
-  (sweep_dir / 'summary.md').write_text(markdown_report(runs))
+  sweep_tables.write_points_csv(points, sweep_dir / 'points.csv')
+  (sweep_dir / 'summary.md').write_text(markdown_report(runs, points))
   plot_curves(runs, sweep_dir)
-  plot_accuracy_vs_lr(runs, sweep_dir / 'accuracy_vs_lr.png')
-  logging.info('Wrote the report of %d runs into %s.', len(runs), sweep_dir)
-  return markdown_table(runs) + '\n\n' + best_line(runs)
+  sweep_plots.plot_accuracy_vs_lr(points, _num_classes(runs),
+                                  sweep_dir / 'accuracy_vs_lr.png')
+  sweep_plots.plot_heatmap(points, sweep_dir / 'lr_batch_heatmap.png')
+  hparams_summary.write_experiment(sweep_dir, runs)
+  logging.info('Wrote the report of %d runs (%d points) into %s.', len(runs),
+               len(points), sweep_dir)
+  printed = [markdown_table(runs)]
+  if any(len(point.runs) > 1 for point in points):
+    printed.append(sweep_tables.points_table(points))
+  if len({point.batch_size for point in points}) > 1:
+    printed.append(sweep_tables.batch_size_table(points))
+  return '\n\n'.join(printed + ['\n'.join(sweep_tables.verdict_lines(points))])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

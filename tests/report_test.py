@@ -17,12 +17,13 @@ import pytest
 
 from lettercnn import report
 from lettercnn import report_runs
+from lettercnn import sweep_plots
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 4
 NUM_CLASSES = 10
 PLOTS = ('train_loss.png', 'train_accuracy.png', 'curves.png',
-         'accuracy_vs_lr.png')
+         'accuracy_vs_lr.png', 'lr_batch_heatmap.png')
 
 
 def write_events(run_dir: pathlib.Path, epochs: int, train_losses, train_accs,
@@ -156,8 +157,8 @@ def test_full_sweep_table_best_rate_and_plots(sweep, capsys):
 
   summary = (sweep / 'summary.md').read_text()
   for text in (out, summary):
-    assert 'Best learning rate: 1e-4 (lr_1e-4' in text
-    assert '94.0%' in text
+    assert ('Best point: lr_1e-4 (mean best validation accuracy 94.0%, 1 run)'
+            in text)
     assert 'ties go to' in text
     assert '| lr_1e-1 | 1e-1 | diverged |' in text
   assert 'Chance level: 10.0%' in summary
@@ -202,7 +203,7 @@ def test_partial_sweep_without_status_or_final_values(tmp_path, capsys):
   assert float(started['epochs_run']) == 1
   assert started['num_epochs'] == ''
   assert '2 / 30' in out
-  assert 'Best learning rate: 1e-3' in out
+  assert 'Best point: lr_1e-3 (' in out
   assert 'Not finished yet (lr_1e-3, lr_1e-6)' in (
       tmp_path / 'summary.md').read_text()
   assert_plots_are_images(tmp_path)
@@ -221,29 +222,10 @@ def test_resumed_run_later_value_wins(tmp_path):
   assert run.train_loss.values[3] == pytest.approx(0.4)
 
 
-def test_best_run_ties_and_diverged():
-  def run(name, lr, status, best_val, final_train):
-    return report_runs.RunSummary(
-        name=name, learning_rate=lr, status=status, final_train_loss=None,
-        final_train_accuracy=final_train, final_val_loss=None,
-        final_val_accuracy=None, best_val_accuracy=best_val,
-        best_val_epoch=None, epochs_run=None, num_epochs=None,
-        num_classes=None, train_loss=None, train_accuracy=None)
-
-  assert report.best_run([
-      run('a', 1e-1, 'diverged', 0.99, 0.99),
-      run('b', 1e-3, 'converged', 0.9, 0.8),
-      run('c', 1e-4, 'converged', 0.9, 0.95),
-      run('d', 1e-5, 'converged', 0.9, 0.95),
-  ]).name == 'c'
-  assert report.best_run([run('a', 1e-1, 'diverged', 0.5, 0.5),
-                          run('b', 1e-2, 'running', None, 0.2)]) is None
-
-
 @pytest.mark.parametrize('lr, text', [(1e-4, '1e-4'), (0.1, '1e-1'),
                                       (2.5e-3, '2.5e-3'), (None, '?')])
 def test_format_lr(lr, text):
-  assert report.format_lr(lr) == text
+  assert sweep_plots.format_lr(lr) == text
 
 
 def test_not_a_sweep_gives_one_line_error(tmp_path, capsys):
