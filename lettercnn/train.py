@@ -347,17 +347,23 @@ def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
   return state, step, interval, 'epoch_end'
 
 
-def _training_model(model: flax.linen.Module,
-                    devices: list[jax.Device]) -> flax.linen.Module:
+def _training_model(model: flax.linen.Module, devices: list[jax.Device],
+                    per_device_batch: int) -> flax.linen.Module:
   """`model` with the lowering that trains fastest on `devices`.
 
   On CPU, for the models that have it (LeNets), convolutions as matrix
   products (`lettercnn.layers`): same parameters and results up to float
-  rounding, several times faster at small batches. Evaluation keeps XLA's
-  convolutions, faster for its large batches.
+  rounding, several times faster at small batches. One image per device
+  keeps the NHWC 'matmul' lowering (which batch-1 runs were made with, so
+  they stay bit-identical); larger batches train channel-major
+  ('matmul_cnhw'), whose patch matrices and products scale with the batch.
+  Evaluation keeps XLA's convolutions, faster for its large batches.
   """
-  if devices[0].platform == 'cpu' and 'matmul' in model.lowerings:
-    return model.clone(lowering='matmul')
+  if devices[0].platform != 'cpu':
+    return model
+  lowering = 'matmul' if per_device_batch == 1 else 'matmul_cnhw'
+  if lowering in model.lowerings:
+    return model.clone(lowering=lowering)
   return model
 
 
@@ -424,7 +430,8 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str,
   model = models.create_model(config.model, pipeline.splits.num_classes)
   channels = 1 if config.grayscale else 3
   state = create_train_state(
-      jax.random.key(config.seed), _training_model(model, devices),
+      jax.random.key(config.seed),
+      _training_model(model, devices, config.batch_size // num_devices),
       (config.image_size, config.image_size, channels),
       optimizers.create(config, schedule))
   setup = _Setup(config=config, workdir=workdir, devices=devices,

@@ -16,47 +16,95 @@ def _xla_conv(x, kernel):
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def test_conv_valid_matches_xla_with_gradients():
+def _conv_cnhw(x, kernel, bias):
+  """`layers.conv_valid_cnhw` with NHWC in and out."""
+  y = layers.conv_valid_cnhw(jnp.transpose(x, (3, 0, 1, 2)), kernel, bias)
+  return jnp.transpose(y, (1, 2, 3, 0))
+
+
+def _pool_cnhw(x):
+  """`layers.max_pool_2x2_cnhw` with NHWC in and out."""
+  y = layers.max_pool_2x2_cnhw(jnp.transpose(x, (3, 0, 1, 2)))
+  return jnp.transpose(y, (1, 2, 3, 0))
+
+
+_CONVS = {'nhwc': lambda x, k, b: layers.conv_valid(x, k) + b,
+          'cnhw': _conv_cnhw}
+_POOLS = {'nhwc': layers.max_pool_2x2, 'cnhw': _pool_cnhw}
+
+
+@pytest.mark.parametrize('layout', list(_CONVS))
+@pytest.mark.parametrize('shape', [(2, 12, 12, 3), (3, 9, 11, 1)],
+                         ids=['square', 'oblong'])
+def test_conv_valid_matches_xla_with_gradients(layout, shape):
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(2, 12, 12, 3)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(5, 5, 3, 4)), jnp.float32)
-  np.testing.assert_allclose(layers.conv_valid(x, kernel), _xla_conv(x, kernel),
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(5, 5, shape[-1], 4)), jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(4,)), jnp.float32)
+  conv = _CONVS[layout]
+
+  def xla(x, k, b):
+    return _xla_conv(x, k) + b
+
+  np.testing.assert_allclose(conv(x, kernel, bias), xla(x, kernel, bias),
                              rtol=1e-4, atol=1e-4)
 
   def loss(conv):
-    return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+    return lambda *args: jnp.sum(jnp.sin(conv(*args)))
 
-  ours = jax.grad(loss(layers.conv_valid), argnums=(0, 1))(x, kernel)
-  theirs = jax.grad(loss(_xla_conv), argnums=(0, 1))(x, kernel)
+  ours = jax.grad(loss(conv), argnums=(0, 1, 2))(x, kernel, bias)
+  theirs = jax.grad(loss(xla), argnums=(0, 1, 2))(x, kernel, bias)
   for a, b in zip(ours, theirs):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
+def test_conv_cnhw_without_input_grad_keeps_the_kernel_grad():
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(1, 2, 8, 8)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(5, 5, 1, 3)), jnp.float32)
+  bias = jnp.zeros((3,), jnp.float32)
+
+  def loss(input_grad):
+    return lambda *args: jnp.sum(jnp.sin(
+        layers.conv_valid_cnhw(*args, input_grad=input_grad)))
+
+  dx, dk, db = jax.grad(loss(False), argnums=(0, 1, 2))(x, kernel, bias)
+  np.testing.assert_array_equal(dx, np.zeros(x.shape))
+  full = jax.grad(loss(True), argnums=(0, 1, 2))(x, kernel, bias)
+  np.testing.assert_array_equal(dk, full[1])
+  np.testing.assert_array_equal(db, full[2])
+
+
+@pytest.mark.parametrize('layout', list(_POOLS))
 @pytest.mark.parametrize('shape', [(2, 8, 8, 3), (2, 7, 9, 3)],
                          ids=['even', 'odd'])
-def test_max_pool_matches_flax_with_gradients(shape):
+def test_max_pool_matches_flax_with_gradients(layout, shape):
   x = jnp.asarray(np.random.default_rng(1).normal(size=shape), jnp.float32)
+  pool = _POOLS[layout]
 
   def flax_pool(x):
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
-  np.testing.assert_array_equal(layers.max_pool_2x2(x), flax_pool(x))
+  np.testing.assert_array_equal(pool(x), flax_pool(x))
   np.testing.assert_array_equal(
-      jax.grad(lambda x: jnp.sum(layers.max_pool_2x2(x) ** 2))(x),
+      jax.grad(lambda x: jnp.sum(pool(x) ** 2))(x),
       jax.grad(lambda x: jnp.sum(flax_pool(x) ** 2))(x))
 
 
 @pytest.mark.parametrize('name', ['lenet', 'lenet_tf'])
 @pytest.mark.parametrize('size', [28, 16, 18])  # 18: odd sides to pool.
-def test_lenet_lowerings_agree(name, size):
+@pytest.mark.parametrize('lowering', ['matmul', 'matmul_cnhw'])
+def test_lenet_lowerings_agree(name, size, lowering):
   images = jnp.asarray(
       np.random.default_rng(2).uniform(0, 255, size=(3, size, size, 1)),
       jnp.float32)
   xla = models.create_model(name, 10)
-  matmul = models.create_model(name, 10, lowering='matmul')
+  matmul = models.create_model(name, 10, lowering=lowering)
   params = xla.init(jax.random.key(0), images)
-  assert jax.tree.map(jnp.shape, matmul.init(jax.random.key(0), images)) == (
-      jax.tree.map(jnp.shape, params))
+  # The same parameters, initial values included.
+  np.testing.assert_equal(jax.device_get(matmul.init(jax.random.key(0),
+                                                     images)),
+                          jax.device_get(params))
   np.testing.assert_allclose(matmul.apply(params, images),
                              xla.apply(params, images), rtol=1e-4, atol=1e-4)
   # Training too: the lowering leaves the dropout masks as they are.
@@ -64,6 +112,14 @@ def test_lenet_lowerings_agree(name, size):
   np.testing.assert_allclose(
       matmul.apply(params, images, train=True, rngs=rngs),
       xla.apply(params, images, train=True, rngs=rngs), rtol=1e-4, atol=1e-4)
+
+  def loss(model):
+    return lambda p: jnp.sum(jnp.sin(model.apply(p, images, train=True,
+                                                 rngs=rngs)))
+
+  ours, theirs = jax.grad(loss(matmul))(params), jax.grad(loss(xla))(params)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
 def _special_windows() -> np.ndarray:
@@ -81,13 +137,14 @@ def _special_windows() -> np.ndarray:
              np.random.default_rng(6).normal(size=(2, 8, 8, 3))).astype(
                  np.float32),
 ], ids=['every_window', 'random'])
-def test_max_pool_matches_flax_on_nan_and_infinities(x):
+@pytest.mark.parametrize('layout', list(_POOLS))
+def test_max_pool_matches_flax_on_nan_and_infinities(x, layout):
   x = jnp.asarray(x)
 
   def flax_pool(x):
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
-  ours, our_vjp = jax.vjp(layers.max_pool_2x2, x)
+  ours, our_vjp = jax.vjp(_POOLS[layout], x)
   theirs, their_vjp = jax.vjp(flax_pool, x)
   # A NaN in a window makes the window's max NaN, e.g. [[0, 0], [0, nan]].
   assert np.isnan(theirs).any()

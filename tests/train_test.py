@@ -3,6 +3,7 @@
 import jax
 import pytest
 
+from lettercnn import models
 from lettercnn import run_status
 from lettercnn import tb_events
 from lettercnn import train
@@ -56,3 +57,18 @@ def test_every_solver_trains_a_real_epoch(tiny_config, tmp_path, optimizer):
   losses = [v for _, v in scalars['train_loss']]
   assert len(losses) == 3 and all(0 < v < 10 for v in losses)
   assert status['params_sha256'] is not None
+
+
+@pytest.mark.parametrize('per_device_batch, lowering',
+                         [(1, 'matmul'), (2, 'matmul_cnhw'),
+                          (128, 'matmul_cnhw')])
+def test_training_lowering_depends_on_the_batch(per_device_batch, lowering):
+  # Batch 1 keeps the NHWC lowering its runs were made with (bit-identical
+  # results); larger batches train channel-major.
+  devices = jax.local_devices()
+  lenet = models.create_model('lenet', 10)
+  assert train._training_model(lenet, devices,
+                               per_device_batch).lowering == lowering
+  alexnet = models.create_model('alexnet', 10)
+  assert train._training_model(alexnet, devices,
+                               per_device_batch).lowering == 'xla'
