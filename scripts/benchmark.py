@@ -1,8 +1,8 @@
 """Training speed of lettercnn against PyTorch eager, side by side on one CPU.
 
 Trains DIGITS' LeNet (the same network, input size, SGD-momentum update with
-weight decay and data) at batch size 1 (the study's setting) and 32, and
-prints, in images per second, the median over --repeats of:
+weight decay and data) at batch sizes 1 (the study's setting), 8, 32 and 128,
+and prints, in images per second, the median over --repeats of:
 
   * lettercnn loop: the real training loop of lettercnn/train.py (input
     pipeline, on-device metrics, interval flushes every log_every_steps,
@@ -23,15 +23,18 @@ change in machine load hits them all alike; compare the ratios. Also printed:
 the ratios, the projected wall time of the full default sweep (7 learning
 rates x 30 epochs x 5250 steps at batch 1) at the loop's batch-1 rate, the
 FLOPs of one training image (counted from the layer shapes, and XLA's own
-count) and the fraction of the CPU's peak each contender reaches.
+count) and the fraction of the CPU's peak each contender reaches, and, at
+each batch size, an epoch's time split into training steps, waiting for the
+input pipeline and evaluation (--nosplit skips it).
 
 Run from the repository root (torch: `pip install -r requirements-bench.txt`):
 
-  python scripts/benchmark.py [--repeats=5] [--steps=1500] [--out=FILE.json]
+  python scripts/benchmark.py [--repeats=5] [--steps=1500] [--images=3000]
+      [--batch_sizes=1,8,32,128] [--out=FILE.json]
 
 The dataset is generated once into --data_dir (default
-/tmp/lettercnn_benchmark_data, about 20 s). The default run takes three to
-five minutes on two cores (a PyTorch run stops after --max_seconds).
+/tmp/lettercnn_benchmark_data, about 20 s). The default run takes five to
+eight minutes on two cores (a PyTorch run stops after --max_seconds).
 `--only=loop,bare --batch_sizes=1 --notorch` is a one-minute check of the
 loop against its ceiling; `--threads=1` pins everything to one core.
 """
@@ -78,9 +81,9 @@ _REPEATS = flags.DEFINE_integer(
 _STEPS = flags.DEFINE_integer(
     'steps', 1500, 'Batch-1 steps per timed run (the loop runs whole epochs: '
     'the number of epochs closest to this).')
-_BATCH32_STEPS = flags.DEFINE_integer(
-    'batch32_steps', 90, 'Batch-32 steps per timed run (whole epochs, as '
-    '--steps).')
+_IMAGES = flags.DEFINE_integer(
+    'images', 3000, 'Images per timed run at batch sizes above 1 (whole '
+    'epochs, as --steps).')
 _EXAMPLES_PER_CLASS = flags.DEFINE_integer(
     'examples_per_class', 200,
     'Images per letter of the generated dataset (200: 1500 training images).')
@@ -95,12 +98,15 @@ _ONLY = flags.DEFINE_list(
     'only', None, 'Measure only these contenders (loop, bare, jit, torch, '
     'torch1); the default is all.')
 _BATCH_SIZES = flags.DEFINE_list(
-    'batch_sizes', ['1', '32'], 'Batch sizes to measure.')
+    'batch_sizes', ['1', '8', '32', '128'], 'Batch sizes to measure.')
+_SPLIT = flags.DEFINE_bool(
+    'split', True, 'Also time an epoch\'s parts at each batch size: the '
+    'training steps, the wait for the input pipeline, and evaluation.')
 _OUT = flags.DEFINE_string('out', None, 'Also write the results as JSON here.')
 
 # The full default sweep: 7 learning rates x 30 epochs x 5250 steps.
 SWEEP_STEPS = 7 * 30 * 5250
-BATCH_SIZES = (1, 32)
+BATCH_SIZES = (1, 8, 32, 128)
 _ROW_NAMES = {'loop': 'lettercnn loop', 'bare': 'bare step',
               'jit': 'jit step', 'torch': 'torch', 'torch1': 'torch 1 thread'}
 # Number of distinct device-resident inputs the bare and jit steps cycle over.
@@ -278,6 +284,59 @@ class LettercnnLoop:
           'train_accuracy': interval['accuracy'],
           'learning_rate': float(schedule(self.step - 1)),
       })
+
+  def epoch_split(self, repeats: int) -> dict[str, float]:
+    """Medians of an epoch's parts, in seconds: the steps, the wait for input.
+
+    One training epoch (`train.train_epoch`, timing every wait for the next
+    chunk of `Pipeline.train_chunks`) and one validation pass
+    (`train.evaluate` at the config's eval_batch_size, with XLA's
+    convolutions, as train_and_evaluate runs it), after a warm-up of each.
+    """
+    pipeline = self.pipeline
+    original = pipeline.train_chunks
+    waits = []
+
+    def timed_chunks(*args, **kwargs):
+      chunks = original(*args, **kwargs)
+      while True:
+        start = time.perf_counter()
+        chunk = next(chunks, None)
+        waits.append(time.perf_counter() - start)
+        if chunk is None:
+          return
+        yield chunk
+
+    eval_apply_fn = models.create_model(
+        self.config.model, pipeline.splits.num_classes).apply
+    samples = {'train_epoch_s': [], 'input_wait_s': [], 'evaluation_s': []}
+    pipeline.train_chunks = timed_chunks
+    try:
+      for repeat in range(repeats + 1):  # The first is a warm-up.
+        waits.clear()
+        start = time.perf_counter()
+        self.state, self.step, _, _ = train.train_epoch(
+            self.p_step, self.state, self.metrics, pipeline, self.epoch,
+            self.step, config=self.config, schedule=self.schedule,
+            writer=self.writer, reporter=self.reporter,
+            reference_loss=self.reference_loss)
+        jax.block_until_ready(self.state)
+        epoch_s = time.perf_counter() - start
+        self.metrics.flush_epoch()
+        self.epoch += 1
+        start = time.perf_counter()
+        train.evaluate(jax_utils.unreplicate(self.state.params), eval_apply_fn,
+                       pipeline, self.config.eval_batch_size)
+        evaluation_s = time.perf_counter() - start
+        if repeat:
+          samples['train_epoch_s'].append(epoch_s)
+          samples['input_wait_s'].append(sum(waits))
+          samples['evaluation_s'].append(evaluation_s)
+    finally:
+      del pipeline.train_chunks  # The class's method again.
+    split = {k: statistics.median(v) for k, v in samples.items()}
+    split['steps_s'] = split['train_epoch_s'] - split['input_wait_s']
+    return split
 
   def bare_step(self) -> 'BareStep':
     return BareStep(self)
@@ -509,7 +568,8 @@ def main(argv: list[str]) -> None:
     for batch_size in BATCH_SIZES:
       if str(batch_size) not in _BATCH_SIZES.value:
         continue
-      target = _STEPS.value if batch_size == 1 else _BATCH32_STEPS.value
+      target = (_STEPS.value if batch_size == 1 else
+                max(1, round(_IMAGES.value / batch_size)))
       loop = LettercnnLoop(batch_size, target, workdir)
       makers = {'loop': lambda: loop, 'bare': loop.bare_step,
                 'jit': lambda: JitStep(loop)}
@@ -559,12 +619,17 @@ def main(argv: list[str]) -> None:
           'ratio_vs_best_torch': ratio(loop_rate, torch_best),
           'loop_vs_bare_step': ratio(loop_rate, bare_rate),
           'ratio_vs_torch_paired': paired('lettercnn loop', 'torch'),
+          'ratio_vs_torch1_paired': paired('lettercnn loop',
+                                           'torch 1 thread'),
           'loop_vs_bare_step_paired': paired('lettercnn loop', 'bare step'),
           'steps_per_run': {n: c.steps_per_run for n, c in contenders.items()},
           'samples_images_per_s': rates,
           'xla_flops_per_image': {k: v / batch_size if v else None
                                   for k, v in xla_flops.items()},
       }
+      if _SPLIT.value and _PATCHED:
+        results[f'batch{batch_size}']['epoch_split'] = loop.epoch_split(
+            _REPEATS.value)
       del loop, contenders
 
   flops = lenet_train_flops()
@@ -586,8 +651,8 @@ def main(argv: list[str]) -> None:
 
   print()
   print(f'{"images/s (median of " + str(_REPEATS.value) + ")":34s}'
-        f'{"batch 1":>10s}{"batch 32":>10s}{"b1 %peak":>10s}'
-        f'{"b32 %peak":>10s}')
+        + ''.join(f'{"batch " + str(b):>10s}' for b in BATCH_SIZES)
+        + ''.join(f'{"b" + str(b) + " %peak":>11s}' for b in BATCH_SIZES))
   keys = {'lettercnn loop': 'lettercnn_images_per_s',
           'bare step': 'bare_step_images_per_s',
           'jit step': 'jit_step_images_per_s',
@@ -603,22 +668,36 @@ def main(argv: list[str]) -> None:
     if all(v is None for v in values):
       continue
     cells = ''.join(f'{v:10.0f}' if v else f'{"-":>10s}' for v in values)
-    cells += ''.join(f'{100 * v * flops / peak["peak_flops"]:9.1f}%'
-                     if v and peak['peak_flops'] else f'{"-":>10s}'
+    cells += ''.join(f'{100 * v * flops / peak["peak_flops"]:10.1f}%'
+                     if v and peak['peak_flops'] else f'{"-":>11s}'
                      for v in values)
     print(f'{labels[row]:34s}{cells}')
   print()
   for b in BATCH_SIZES:
     r = results[f'batch{b}']
     if r.get('ratio_vs_torch'):
-      print(f'batch {b:2d}: lettercnn loop / PyTorch ({threads} threads) = '
+      print(f'batch {b:3d}: lettercnn loop / PyTorch ({threads} threads) = '
             f'{r["ratio_vs_torch"]:.2f}x (median of per-repeat ratios '
-            f'{r["ratio_vs_torch_paired"]:.2f}x; target >= 2 at batch 1); '
-            f'/ best PyTorch = {r["ratio_vs_best_torch"]:.2f}x')
+            f'{r["ratio_vs_torch_paired"]:.2f}x); / best PyTorch = '
+            f'{r["ratio_vs_best_torch"]:.2f}x'
+            + (f' (per-repeat ratios to 1 thread: median '
+               f'{r["ratio_vs_torch1_paired"]:.2f}x)'
+               if r.get('ratio_vs_torch1_paired') else ''))
     if r.get('loop_vs_bare_step'):
-      print(f'batch {b:2d}: lettercnn loop / bare step = '
+      print(f'batch {b:3d}: lettercnn loop / bare step = '
             f'{r["loop_vs_bare_step"]:.2f} (median of per-repeat ratios '
             f'{r["loop_vs_bare_step_paired"]:.2f}; target >= 0.90)')
+  for b in BATCH_SIZES:
+    split = results[f'batch{b}'].get('epoch_split')
+    if split:
+      total = split['train_epoch_s'] + split['evaluation_s']
+      print(f'batch {b:3d} epoch split (median of {_REPEATS.value}): '
+            f'{total:.2f} s = training steps {split["steps_s"]:.2f} s '
+            f'({100 * split["steps_s"] / total:.0f}%) + waiting for input '
+            f'{split["input_wait_s"]:.3f} s '
+            f'({100 * split["input_wait_s"] / total:.1f}%) + evaluation '
+            f'{split["evaluation_s"]:.3f} s '
+            f'({100 * split["evaluation_s"] / total:.1f}%)')
   if results['sweep_projected_seconds']:
     print(f'full default sweep ({SWEEP_STEPS:,} batch-1 steps) at the loop\'s '
           f'batch-1 rate: {_fmt_seconds(results["sweep_projected_seconds"])} '
