@@ -33,8 +33,8 @@ Run from the repository root (torch: `pip install -r requirements-bench.txt`):
       [--batch_sizes=1,8,32,128] [--out=FILE.json]
 
 The dataset is generated once into --data_dir (default
-/tmp/lettercnn_benchmark_data, about 20 s). The default run takes five to
-eight minutes on two cores (a PyTorch run stops after --max_seconds).
+/tmp/lettercnn_benchmark_data, about 20 s). The default run took seven to
+nine minutes on two loaded cores (a PyTorch run stops after --max_seconds).
 `--only=loop,bare --batch_sizes=1 --notorch` is a one-minute check of the
 loop against its ceiling; `--threads=1` pins everything to one core.
 """
