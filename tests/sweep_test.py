@@ -633,34 +633,46 @@ def test_tiny_real_sweep(tmp_path):
   sweep_dir = tmp_path / 'sweep'
   env = {'PYTHON': sys.executable,
          'CONFIGS': f'configs/lr_1e-4.py {diverging}'}
-  args = [sweep_dir, '-j', '2', *TINY, f'--config.data_dir={tmp_path}/data']
+  args = [sweep_dir, '-j', '2', '--seeds', '0,1', *TINY,
+          f'--config.data_dir={tmp_path}/data']
   result = run_sweep(args, env, timeout=300)
   assert result.returncode == 0, result.stdout + result.stderr
 
-  statuses = {
-      stem: json.loads((sweep_dir / stem / 'status.json').read_text())
-      for stem in ('lr_1e2', 'lr_1e-4')}
-  assert statuses['lr_1e2']['status'] == 'diverged'
-  assert statuses['lr_1e-4']['status'] in ('converged', 'not_converged')
-  assert statuses['lr_1e-4']['epoch'] == 2
+  names = ['lr_1e2,seed=0', 'lr_1e2,seed=1', 'lr_1e-4,seed=0', 'lr_1e-4,seed=1']
+  statuses = {name: json.loads((sweep_dir / name / 'status.json').read_text())
+              for name in names}
+  for name in names[:2]:
+    assert statuses[name]['status'] == 'diverged'
+  for name, seed in (('lr_1e-4,seed=0', 0), ('lr_1e-4,seed=1', 1)):
+    assert statuses[name]['status'] in ('converged', 'not_converged')
+    assert statuses[name]['epoch'] == 2
+    assert statuses[name]['config']['seed'] == seed
+  # The seeds start from different parameters.
+  assert (statuses['lr_1e-4,seed=0']['params_sha256']
+          != statuses['lr_1e-4,seed=1']['params_sha256'])
 
   with (sweep_dir / 'summary.csv').open(newline='') as f:
     rows = list(csv.DictReader(f))
-  assert [r['run'] for r in rows] == ['lr_1e2', 'lr_1e-4']
-  assert [float(r['learning_rate']) for r in rows] == [100.0, 1e-4]
+  assert [r['run'] for r in rows] == names
+  assert [float(r['learning_rate']) for r in rows] == [100.0] * 2 + [1e-4] * 2
   assert [r['status'] for r in rows] == [
       s['status'] for s in statuses.values()]
-  assert float(rows[1]['best_val_accuracy']) == pytest.approx(
-      statuses['lr_1e-4']['best']['val_accuracy'])
-  assert 'Best learning rate: 1e-4' in result.stdout
+  assert float(rows[2]['best_val_accuracy']) == pytest.approx(
+      statuses['lr_1e-4,seed=0']['best']['val_accuracy'])
+  with (sweep_dir / 'points.csv').open(newline='') as f:
+    points = list(csv.DictReader(f))
+  assert [(p['point'], p['runs'], p['diverged'], p['seeds'])
+          for p in points] == [('lr_1e2', '2', '2', '0 1'),
+                               ('lr_1e-4', '2', '0', '0 1')]
+  assert 'Best point: lr_1e-4 (' in result.stdout
   for name in ('train_loss.png', 'train_accuracy.png', 'curves.png',
-               'accuracy_vs_lr.png'):
+               'accuracy_vs_lr.png', 'lr_batch_heatmap.png'):
     with Image.open(sweep_dir / name) as image:
       image.verify()
-  assert 'lettercnn.main' in (sweep_dir / 'lr_1e-4' / 'log.txt').read_text()
+  assert 'lettercnn.main' in (sweep_dir / 'lr_1e-4,seed=0' / 'log.txt').read_text()
 
   # Everything finished: a rerun trains nothing.
   rerun = run_sweep([*args, '--no-report'], env, timeout=60)
   assert rerun.returncode == 0, rerun.stderr
-  assert rerun.stdout.count('already finished') == 2
-  assert (sweep_dir / 'lr_1e-4' / 'log.txt').read_text().count('=== ') == 1
+  assert rerun.stdout.count('already finished') == 4
+  assert (sweep_dir / 'lr_1e-4,seed=0' / 'log.txt').read_text().count('=== ') == 1
