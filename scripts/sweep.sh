@@ -411,7 +411,14 @@ wait_for_slots() {
     for name in "${!pid_of_name[@]}"; do
       kill -0 "${pid_of_name[${name}]}" 2>/dev/null || finish "${name}"
     done
-    ((${#pid_of_name[@]} < limit)) || sleep "${STATUS_POLL_S}"
+    # In the background and waited for: the wait builtin returns at once on
+    # a trapped signal, while a SIGINT sent to this script alone during a
+    # foreground `sleep` may be dropped (bash can take the child's normal exit
+    # to mean that it handled the signal).
+    if ((${#pid_of_name[@]} >= limit)); then
+      sleep "${STATUS_POLL_S}" &
+      wait $! || true
+    fi
   done
 }
 
