@@ -32,9 +32,9 @@ METRICS = (
 
 
 def logged_value(value: object) -> bool | int | float | str:
-  """A config value as the run logged it: scalars kept, the rest as text.
-
-  Mirrors lettercnn.train's hparams (JSON lists are the config's tuples).
+  """A config value as a run logs it in its hparams: scalars kept, the rest
+  as text. lettercnn.train logs the config through it; a list (a tuple as
+  status.json's JSON reads back) becomes the tuple's text.
   """
   if isinstance(value, (bool, int, float, str)):
     return value

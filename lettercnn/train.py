@@ -24,6 +24,7 @@ import optax
 
 from lettercnn import checkpointing
 from lettercnn import config_checks
+from lettercnn import hparams_summary
 from lettercnn import input_pipeline
 from lettercnn import models
 from lettercnn import optimizers
@@ -293,8 +294,7 @@ class _StopSignals:
 
 def _hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config as TensorBoard hparams (scalars and strings; None as 'None')."""
-  return {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
-          for k, v in config.items()}
+  return {k: hparams_summary.logged_value(v) for k, v in config.items()}
 
 
 def _has_diverged(loss: float, reference_loss: float, factor: float) -> bool:
