@@ -40,7 +40,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 import zlib
 
 from absl import logging
@@ -66,6 +66,7 @@ _TEMP_PREFIX = '.tmp-'
 _STALE_TEMP_SECONDS = 600
 _INTEGER_GREY_MODES = ('I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
 _ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
+_GREY_MODES = ('1', 'L', 'LA', 'La', 'F') + _INTEGER_GREY_MODES
 _CACHE_KEYS = ('train_images', 'train_labels', 'validation_images',
                'validation_labels', 'class_names')
 
@@ -125,35 +126,54 @@ def _list_folder(path: str, what: str, splitting: bool) -> _Folder:
     raise errors.InputError(f'{what} {root} does not exist.')
   if not os.path.isdir(root):
     raise errors.InputError(f'{what} {root} is not a folder.')
-  class_names = sorted(
-      entry.name for entry in os.scandir(root)
-      if entry.is_dir() and not entry.name.startswith('.'))
+  class_names = class_subfolders(root)
   if len(class_names) < 2:
     raise errors.InputError(
         f'{what} {root} has {len(class_names)} class subfolder(s) '
         f'{class_names}; it needs one subfolder of images per class, and at '
         'least two classes.')
   images = {}
-  non_images = []
-  not_regular = []
+  skipped = SkippedFiles()
   for name in class_names:
-    _check_class_name(os.path.join(root, name))
-    images[name] = []
-    for path in sorted(_walk_files(os.path.join(root, name))):
-      if not _is_image_file(path):
-        non_images.append(path)
-      # Opening a FIFO would wait for a writer forever.
-      elif not os.path.isfile(path):
-        not_regular.append(path)
-      else:
-        images[name].append(path)
-  _warn_skipped(non_images, root, 'are not images (images need one of the '
-                f'extensions {" ".join(IMAGE_EXTENSIONS)})')
-  _warn_skipped(not_regular, root, 'are not regular files (FIFOs, sockets, '
-                'devices or broken symlinks)')
+    check_class_name(os.path.join(root, name))
+    images[name] = image_files(os.path.join(root, name), skipped)
+  skipped.warn(root)
   folder = _Folder(root=root, images=images)
   _check_class_sizes(folder, _counts(images), splitting, 'images')
   return folder
+
+
+def class_subfolders(root: str) -> list[str]:
+  """The class folders of `root` in DIGITS' layout, sorted; hidden ones out."""
+  return sorted(entry.name for entry in os.scandir(root)
+                if entry.is_dir() and not entry.name.startswith('.'))
+
+
+@dataclasses.dataclass
+class SkippedFiles:
+  """Files found beside the images and skipped, counted in one warning each."""
+  non_images: list[str] = dataclasses.field(default_factory=list)
+  not_regular: list[str] = dataclasses.field(default_factory=list)
+
+  def warn(self, root: str) -> None:
+    _warn_skipped(self.non_images, root, 'are not images (images need one of '
+                  f'the extensions {" ".join(IMAGE_EXTENSIONS)})')
+    _warn_skipped(self.not_regular, root, 'are not regular files (FIFOs, '
+                  'sockets, devices or broken symlinks)')
+
+
+def image_files(directory: str, skipped: SkippedFiles) -> list[str]:
+  """The image files below `directory`, sorted; the others go to `skipped`."""
+  images = []
+  for path in sorted(_walk_files(directory)):
+    if not is_image_file(path):
+      skipped.non_images.append(path)
+    # Opening a FIFO would wait for a writer forever.
+    elif not os.path.isfile(path):
+      skipped.not_regular.append(path)
+    else:
+      images.append(path)
+  return images
 
 
 def _walk_files(directory: str) -> Iterator[str]:
@@ -164,7 +184,7 @@ def _walk_files(directory: str) -> Iterator[str]:
       yield os.path.join(dirpath, filename)
 
 
-def _check_class_name(class_dir: str) -> None:
+def check_class_name(class_dir: str) -> None:
   """Refuses a class folder name that is not UTF-8, as class names are text.
 
   They end up in the cache file, status.json and TensorBoard, none of which
@@ -185,7 +205,7 @@ def _warn_skipped(paths: list[str], root: str, why: str) -> None:
                     len(paths), root, why, paths[0])
 
 
-def _is_image_file(path: str) -> bool:
+def is_image_file(path: str) -> bool:
   # Hidden files include macOS' '._x.png' resource forks, which are no images.
   name = os.path.basename(path)
   return (not name.startswith('.') and
@@ -305,30 +325,39 @@ def _decode_folder(folder: _Folder,
 
 def _decode_files(paths: list[str], config: ml_collections.ConfigDict
                   ) -> list[Optional[np.ndarray]]:
-  """Decodes `paths` in threads; None stands for a skipped corrupt image.
+  """Decodes `paths` as the config asks; None for a skipped corrupt image."""
+  return decode_files(
+      paths, lambda path: decode_image(path, config.image_size,
+                                       config.grayscale),
+      config.skip_corrupt_images, 'set --config.skip_corrupt_images=True')
 
-  Raises errors.InputError at the first corrupt image (in `paths` order) unless
-  `config.skip_corrupt_images`.
+
+def decode_files(paths: Sequence[str], decode: Callable[[str], np.ndarray],
+                 skip_corrupt: bool, skip_hint: str
+                 ) -> list[Optional[np.ndarray]]:
+  """`decode` of each path, in threads; None stands for a skipped corrupt image.
+
+  Raises errors.InputError at the first corrupt image (in `paths` order)
+  unless `skip_corrupt`; `skip_hint` says how to skip them instead.
   """
 
-  def decode(path: str) -> Optional[np.ndarray]:
+  def decode_or_none(path: str) -> Optional[np.ndarray]:
     try:
-      return _decode_image(path, config.image_size, config.grayscale)
+      return decode(path)
     # Pillow's format plugins raise many exception types on malformed input.
     except Exception as e:  # pylint: disable=broad-except
-      if not config.skip_corrupt_images:
+      if not skip_corrupt:
         detail = ' '.join(f'{type(e).__name__}: {e}'.split())
         raise errors.InputError(
             f'Corrupt or unreadable image {path} ({detail}); fix or remove it, '
-            'or set --config.skip_corrupt_images=True to skip such images.'
-        ) from e
+            f'or {skip_hint} to skip such images.') from e
       logging.debug('Skipping corrupt image %s: %s', path, e)
       return None
 
   pool = concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1))
   try:
     with _strict_truncation():
-      return list(pool.map(decode, paths))
+      return list(pool.map(decode_or_none, paths))
   finally:
     # On an error, don't wait for the images still queued.
     pool.shutdown(cancel_futures=True)
@@ -345,15 +374,36 @@ def _strict_truncation() -> Iterator[None]:
     ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
-def _decode_image(path: str, image_size: int, grayscale: bool) -> np.ndarray:
+def decode_image(path: str, image_size: int, grayscale: bool) -> np.ndarray:
   """Returns the image at `path` as uint8 [image_size, image_size, 1 or 3]."""
-  with Image.open(path) as image:
-    image.load()
-    converted = _convert(image, 'L' if grayscale else 'RGB')
+  converted = _open_converted(path, grayscale)
   resized = converted.resize((image_size, image_size),
                              Image.Resampling.BILINEAR)
-  array = np.asarray(resized, dtype=np.uint8)
-  return array[:, :, np.newaxis] if grayscale else array
+  return _as_hwc(resized)
+
+
+def decode_stored(path: str) -> np.ndarray:
+  """The image at `path` as uint8 [H, W, 1 or 3] at its own size.
+
+  One channel for grey images, three for all others, converted as
+  `decode_image` converts them: the pixels a TFDS image feature holds, which
+  the input pipeline converts and resizes itself.
+  """
+  return _as_hwc(_open_converted(path, None))
+
+
+def _open_converted(path: str, grayscale: Optional[bool]) -> Image.Image:
+  """The image at `path` in 'L' or 'RGB'; None keeps grey images grey."""
+  with Image.open(path) as image:
+    image.load()
+    if grayscale is None:
+      grayscale = image.mode in _GREY_MODES
+    return _convert(image, 'L' if grayscale else 'RGB')
+
+
+def _as_hwc(image: Image.Image) -> np.ndarray:
+  array = np.asarray(image, dtype=np.uint8)
+  return array[:, :, np.newaxis] if array.ndim == 2 else array
 
 
 def _convert(image: Image.Image, mode: str) -> Image.Image:

@@ -199,7 +199,7 @@ def test_second_load_reads_cache(tmp_path, monkeypatch):
     raise AssertionError('decoded an image despite the cache')
 
   with monkeypatch.context() as patch:
-    patch.setattr(folder_dataset, '_decode_image', fail)
+    patch.setattr(folder_dataset, 'decode_image', fail)
     second = folder_dataset.load_folder_splits(_config(root, data_dir))
   assert second.class_names == first.class_names
   np.testing.assert_array_equal(
@@ -491,13 +491,13 @@ def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch, caplog,
   else:
     cached.write_bytes(b'not a zip file' * 20)
   decoded = []
-  decode = folder_dataset._decode_image
+  decode = folder_dataset.decode_image
 
   def counting_decode(path, *args):
     decoded.append(path)
     return decode(path, *args)
 
-  monkeypatch.setattr(folder_dataset, '_decode_image', counting_decode)
+  monkeypatch.setattr(folder_dataset, 'decode_image', counting_decode)
   caplog.set_level(logging.WARNING)
 
   second = folder_dataset.load_folder_splits(_config(root, data_dir))
