@@ -20,6 +20,17 @@ on disk afterwards. Restoring distinguishes three cases:
   `IncompatibleCheckpoint`, naming the first difference, and nothing is
   moved;
 * good: returned.
+
+Besides the latest checkpoints, WORKDIR/best_checkpoint/ holds one more: the
+state of the epoch with the best validation accuracy so far
+(`Checkpointer.save_best`). It is a folder of its own, rather than orbax's
+keep-by-metric in the same manager, so that it exists whatever
+`checkpoint_every_epochs` saves, follows the run's own rule for the best
+epoch (the first to reach the highest accuracy), and leaves resuming alone:
+`restore_latest` reads checkpoints/ only.
+
+`CheckpointReader` reads both folders without changing anything in the
+workdir, for a classifier.
 """
 
 import dataclasses
@@ -38,6 +49,7 @@ import orbax.checkpoint as ocp
 from lettercnn import errors
 
 CHECKPOINT_DIR = 'checkpoints'
+BEST_DIR = 'best_checkpoint'
 CORRUPT_DIR = 'corrupt_checkpoints'
 MAX_TO_KEEP = 3
 
@@ -48,6 +60,10 @@ class IncompatibleCheckpoint(errors.InputError):
 
 class SaveFailed(errors.InputError):
   """A checkpoint could not be written (e.g. a full disk); earlier ones stand."""
+
+
+class CorruptCheckpoint(errors.InputError):
+  """A checkpoint that does not read, or whose arrays fail their SHA-256."""
 
 
 @dataclasses.dataclass
@@ -81,7 +97,7 @@ def _as_saved(arrays: Any) -> Any:
                       serialization.to_state_dict(arrays))
 
 
-def _first_difference(saved: Any, expected: Any) -> str | None:
+def first_difference(saved: Any, expected: Any) -> str | None:
   """Where two state dicts differ in names, shapes or dtypes, or None."""
   saved_leaves = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
   expected_leaves = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
@@ -122,17 +138,46 @@ def _reason(error: Exception) -> str:
   return text[:200]
 
 
+def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.abspath(directory),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, enable_async_checkpointing=False,
+          create=True, cleanup_tmp_directories=True))
+
+
+class _Unreadable(Exception):
+  """A checkpoint's files fail to read or to verify; the message says how."""
+
+
+def _read_verified(manager: ocp.CheckpointManager,
+                   step: int) -> tuple[Any, dict[str, Any]]:
+  """(arrays, meta) of the checkpoint at `step`, its arrays verified.
+
+  Raises:
+    _Unreadable: a file does not read, or the arrays fail their SHA-256.
+  """
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # pylint: disable=broad-except
+    # A missing or unreadable file; orbax and tensorstore raise many types.
+    raise _Unreadable(f'{type(e).__name__}: {str(e)[:200]}') from e
+  meta = dict(restored['meta'])
+  if meta.pop('arrays_sha256', None) != array_digest(restored['arrays']):
+    raise _Unreadable('its arrays do not match their SHA-256')
+  return restored['arrays'], meta
+
+
 class Checkpointer:
-  """Saves and restores Snapshots under WORKDIR/checkpoints."""
+  """Saves and restores Snapshots under WORKDIR/checkpoints (and the best)."""
 
   def __init__(self, workdir: str):
     self._workdir = workdir
     self._directory = os.path.join(workdir, CHECKPOINT_DIR)
-    self._manager = ocp.CheckpointManager(
-        os.path.abspath(self._directory),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=MAX_TO_KEEP, enable_async_checkpointing=False,
-            create=True, cleanup_tmp_directories=True))
+    self._manager = _manager(self._directory, MAX_TO_KEEP)
+    self._best_directory = os.path.join(workdir, BEST_DIR)
+    self._best_manager = None  # Made by the first best save.
 
   def steps(self) -> list[int]:
     """The steps of the finished checkpoints, newest first."""
@@ -153,39 +198,65 @@ class Checkpointer:
     if snapshot.step in self._manager.all_steps():
       logging.info('Checkpoint at step %d already saved.', snapshot.step)
       return
+    self._write(self._manager, self._directory, snapshot)
+
+  def save_best(self, snapshot: Snapshot) -> None:
+    """Makes `snapshot` the one checkpoint in WORKDIR/best_checkpoint/.
+
+    The earlier best is deleted once the new one is on disk, so the folder
+    never lacks a complete one. A step saved already is kept, as in `save`:
+    a run resumed from before its best epoch trains that epoch again to the
+    same state.
+
+    Raises:
+      SaveFailed: as `save`.
+    """
+    if self._best_manager is None:
+      self._best_manager = _manager(self._best_directory, max_to_keep=None)
+    if snapshot.step not in self._best_manager.all_steps():
+      self._write(self._best_manager, self._best_directory, snapshot)
+    for step in self._best_manager.all_steps():
+      if step != snapshot.step:
+        self._best_manager.delete(step)
+
+  def _write(self, manager: ocp.CheckpointManager, directory: str,
+             snapshot: Snapshot) -> None:
     arrays = _as_saved(snapshot.arrays)
-    self.check_space(snapshot.step, arrays)
+    self.check_space(snapshot.step, arrays, directory)
     meta = dict(snapshot.meta, arrays_sha256=array_digest(arrays))
     try:
-      self._manager.save(snapshot.step, args=ocp.args.Composite(
+      manager.save(snapshot.step, args=ocp.args.Composite(
           arrays=ocp.args.StandardSave(arrays),
           meta=ocp.args.JsonSave(meta)), force=True)
-      self._manager.wait_until_finished()
+      manager.wait_until_finished()
     # Python's file calls raise OSError; tensorstore, which writes the
     # arrays, a ValueError such as "RESOURCE_EXHAUSTED: ... No space left on
     # device [os_error_code='28']".
     except (OSError, ValueError) as e:
-      raise self._save_failed(snapshot.step, _reason(e)) from e
+      raise SaveFailed(
+          f'could not write the checkpoint at step {snapshot.step} in '
+          f'{directory} ({_reason(e)}); {self._kept()}') from e
 
-  def check_space(self, step: int, arrays: Any) -> None:
+  def check_space(self, step: int, arrays: Any,
+                  directory: str | None = None) -> None:
     """Raises SaveFailed unless the disk has room for `arrays` uncompressed.
 
-    Checked before each save, and once before training, because a save that
+    Checked before each save, in the folder it writes to (the latest
+    checkpoints' by default; the workdir's disk for a best checkpoint's
+    folder not made yet), and once before training, because a save that
     runs out of space fails deep in orbax's writer threads, which log
     tracebacks of their own before the error reaches lettercnn.
     """
+    directory = directory or self._directory
     needed = _META_BYTES + sum(
         np.asarray(x).nbytes for x in jax.tree.leaves(arrays))
-    free = _free_bytes(self._directory)
+    free = _free_bytes(directory if os.path.isdir(directory)
+                       else self._workdir)
     if free < needed:
       raise SaveFailed(
-          f'not enough disk for checkpoints in {self._directory}: one needs up '
+          f'not enough disk for checkpoints in {directory}: one needs up '
           f'to {needed / 2**20:.1f} MiB and {free / 2**20:.1f} MiB are free; '
           f'{self._kept()}, free some space and run again')
-
-  def _save_failed(self, step: int, reason: str) -> SaveFailed:
-    return SaveFailed(f'could not write the checkpoint at step {step} in '
-                      f'{self._directory} ({reason}); {self._kept()}')
 
   def _kept(self) -> str:
     steps = self.steps()
@@ -220,26 +291,19 @@ class Checkpointer:
     expected = _as_saved(template)
     for step in self.steps():
       try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-      except Exception as e:  # pylint: disable=broad-except
-        # A missing or unreadable file; orbax and tensorstore raise many types.
-        self._set_aside(step, f'{type(e).__name__}: {str(e)[:200]}')
+        arrays, meta = _read_verified(self._manager, step)
+      except _Unreadable as e:
+        self._set_aside(step, str(e))
         continue
-      meta = dict(restored['meta'])
-      if meta.pop('arrays_sha256', None) != array_digest(restored['arrays']):
-        self._set_aside(step, 'its arrays do not match their SHA-256')
-        continue
-      difference = _first_difference(restored['arrays'], expected)
+      difference = first_difference(arrays, expected)
       if difference is not None:
         raise IncompatibleCheckpoint(
             f'the checkpoint at step {step} in '
             f'{self._directory} is intact but does '
             f'not fit this code: {difference}; resume it with the code that '
             'wrote it, or train into another --workdir')
-      return Snapshot(
-          step=step, meta=meta,
-          arrays=serialization.from_state_dict(template, restored['arrays']))
+      return Snapshot(step=step, meta=meta,
+                      arrays=serialization.from_state_dict(template, arrays))
     return None
 
   def _set_aside(self, step: int, reason: str) -> None:
@@ -255,3 +319,64 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+    if self._best_manager is not None:
+      self._best_manager.close()
+
+
+class CheckpointReader:
+  """A workdir's checkpoints, read without changing anything in the workdir.
+
+  Unlike `Checkpointer` it creates no folder, removes no temporary one and
+  sets no corrupt checkpoint aside, so it may read a run that is training, or
+  one on a read-only disk.
+  """
+
+  def __init__(self, workdir: str):
+    self._folders = {}  # Folder -> its read-only manager; only existing ones.
+    for name in (CHECKPOINT_DIR, BEST_DIR):
+      directory = os.path.join(workdir, name)
+      if os.path.isdir(directory):
+        # The options read_only implies, given, so that orbax logs no
+        # warning that it changed them.
+        self._folders[directory] = ocp.CheckpointManager(
+            os.path.abspath(directory),
+            options=ocp.CheckpointManagerOptions(
+                read_only=True, save_interval_steps=0, max_to_keep=None,
+                create=False, cleanup_tmp_directories=False))
+    self._latest = self._folders.get(os.path.join(workdir, CHECKPOINT_DIR))
+    self._best = self._folders.get(os.path.join(workdir, BEST_DIR))
+
+  def steps(self) -> list[int]:
+    """The steps of the latest checkpoints, newest first."""
+    if self._latest is None:
+      return []
+    return sorted(self._latest.all_steps(), reverse=True)
+
+  def best_step(self) -> int | None:
+    """The step of the best checkpoint, or None if the run has none."""
+    steps = self._best.all_steps() if self._best else []
+    return max(steps) if steps else None
+
+  def read(self, step: int) -> Snapshot:
+    """The checkpoint at `step` (of `steps` or `best_step`), arrays verified.
+
+    Its arrays are the state dict as saved, with no template to fit.
+
+    Raises:
+      CorruptCheckpoint: it does not read, or fails its SHA-256.
+      KeyError: no checkpoint has that step.
+    """
+    for directory, manager in self._folders.items():
+      if step in manager.all_steps():
+        try:
+          arrays, meta = _read_verified(manager, step)
+        except _Unreadable as e:
+          raise CorruptCheckpoint(
+              f'the checkpoint at step {step} in {directory} is corrupt '
+              f'({e})') from e
+        return Snapshot(step=step, arrays=arrays, meta=meta)
+    raise KeyError(step)
+
+  def close(self) -> None:
+    for manager in self._folders.values():
+      manager.close()
