@@ -68,16 +68,40 @@ def _step(step_and_value: tuple[int, float]) -> int:
   return step_and_value[0]
 
 
+def _accumulator(logdir: str) -> event_accumulator.EventAccumulator:
+  """TensorBoard's reader of LOGDIR's event files, everything loaded."""
+  accumulator = event_accumulator.EventAccumulator(
+      logdir, size_guidance={event_accumulator.TENSORS: 0,
+                             event_accumulator.SCALARS: 0})
+  accumulator.Reload()
+  return accumulator
+
+
+def read_images(logdir: str) -> dict[str, list[tuple[int, bytes]]]:
+  """Every image summary in LOGDIR's event files, by tag: (step, PNG) pairs.
+
+  The first image of each summary (clu writes one per call and tag); pairs
+  sorted by step. An image summary is a tensor of strings: width, height,
+  then the encoded images.
+  """
+  accumulator = _accumulator(logdir)
+  images = {}
+  for tag in accumulator.Tags()['tensors']:
+    if accumulator.SummaryMetadata(tag).plugin_data.plugin_name != 'images':
+      continue
+    images[tag] = sorted(
+        ((e.step, tensor_util.make_ndarray(e.tensor_proto)[2])
+         for e in accumulator.Tensors(tag)), key=_step)
+  return images
+
+
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   """Every scalar in LOGDIR's event files, by tag: (step, value) pairs.
 
   Uses TensorBoard's own reader; clu writes scalars as tensor summaries.
   Pairs are sorted by step, stably: a step logged twice keeps its order.
   """
-  accumulator = event_accumulator.EventAccumulator(
-      logdir, size_guidance={event_accumulator.TENSORS: 0,
-                             event_accumulator.SCALARS: 0})
-  accumulator.Reload()
+  accumulator = _accumulator(logdir)
   scalars = {}
   for tag in accumulator.Tags()['tensors']:
     events = accumulator.Tensors(tag)

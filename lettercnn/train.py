@@ -24,11 +24,14 @@ import optax
 
 from lettercnn import checkpointing
 from lettercnn import config_checks
+from lettercnn import confusion
+from lettercnn import confusion_plots
 from lettercnn import hparams_summary
 from lettercnn import input_pipeline
 from lettercnn import models
 from lettercnn import optimizers
 from lettercnn import progress
+from lettercnn import run_inputs
 from lettercnn import run_status
 from lettercnn import schedules
 from lettercnn import tb_events
@@ -481,15 +484,24 @@ def _checkpoint_arrays(run: _Run) -> dict[str, Any]:
           'metrics': run.metrics.snapshot()}
 
 
-def _save_checkpoint(setup: _Setup, run: _Run) -> None:
+def _save_checkpoint(setup: _Setup, run: _Run, best: bool = False) -> None:
+  """Saves the run where it stands: a latest checkpoint, or the best one."""
   run.record_wall_time()
-  setup.checkpointer.save(checkpointing.Snapshot(
-      step=run.step, meta=run.status, arrays=_checkpoint_arrays(run)))
+  snapshot = checkpointing.Snapshot(step=run.step, meta=run.status,
+                                    arrays=_checkpoint_arrays(run))
+  if best:
+    setup.checkpointer.save_best(snapshot)
+  else:
+    setup.checkpointer.save(snapshot)
 
 
 def _end_epoch(setup: _Setup, run: _Run, epoch: int,
-               writer: metric_writers.MetricWriter) -> None:
-  """Evaluates after `epoch` (0-based) and records it in run.status."""
+               writer: metric_writers.MetricWriter) -> bool:
+  """Evaluates after `epoch` (0-based) and records it in run.status.
+
+  Returns whether its validation accuracy is the run's best so far (the
+  first epoch to reach the highest is the best).
+  """
   config, status = setup.config, run.status
   params = jax_utils.unreplicate(run.state.params)
   epoch_train = run.metrics.flush_epoch()
@@ -509,7 +521,10 @@ def _end_epoch(setup: _Setup, run: _Run, epoch: int,
                      'train_accuracy': epoch_train['accuracy'],
                      'val_loss': val['loss'], 'val_accuracy': val['accuracy']}
   if status['best'] is None or val['accuracy'] > status['best']['val_accuracy']:
-    status['best'] = {'val_accuracy': val['accuracy'], 'epoch': epoch + 1}
+    status['best'] = {'val_accuracy': val['accuracy'], 'epoch': epoch + 1,
+                      'step': run.step}
+    return True
+  return False
 
 
 def _train_epochs(setup: _Setup, run: _Run,
@@ -548,12 +563,69 @@ def _train_epochs(setup: _Setup, run: _Run,
                            'train_accuracy': interval['accuracy'],
                            'val_loss': None, 'val_accuracy': None}
         return
-      _end_epoch(setup, run, epoch, writer)
+      # The best first. Killed between the two saves, the run resumes from
+      # an earlier checkpoint and trains this epoch again, to the same state;
+      # in the other order it would resume with a best epoch in its status
+      # whose checkpoint was never written.
+      if _end_epoch(setup, run, epoch, writer):
+        _save_checkpoint(setup, run, best=True)
       if ((epoch + 1) % config.checkpoint_every_epochs == 0
           or epoch + 1 == config.num_epochs):
         _save_checkpoint(setup, run)
       run_status.write(setup.workdir, status)
   status['status'] = _final_status(status, config, setup.num_classes)
+
+
+def _record_inputs(setup: _Setup, run: _Run) -> None:
+  """Writes what classify needs to feed the model as training did."""
+  source = (run_inputs.FOLDER
+            if input_pipeline.is_folder_dataset(setup.config.dataset)
+            else run_inputs.TFDS)
+  run.status['inputs'] = run_inputs.record(
+      setup.workdir, setup.config, setup.pipeline.splits.class_names, source,
+      setup.pipeline.mean)
+
+
+def _predict_labels(params, apply_fn: Callable[..., jax.Array],
+                    images: jax.Array) -> jax.Array:
+  return jnp.argmax(apply_fn({'params': params}, images), axis=-1)
+
+
+_jit_predict_labels = jax.jit(_predict_labels, static_argnums=1)
+
+
+def _validation_predictions(params, apply_fn: Callable[..., jax.Array],
+                            pipeline: input_pipeline.Pipeline,
+                            batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(true labels, predicted labels) of the validation split, in order."""
+  labels, predicted = [], []
+  for batch in pipeline.validation_batches(batch_size):
+    mask = batch['mask']
+    labels.append(batch['label'][mask])
+    predicted.append(np.asarray(
+        _jit_predict_labels(params, apply_fn, batch['image']))[mask])
+  return np.concatenate(labels), np.concatenate(predicted)
+
+
+def _record_val_confusion(setup: _Setup, run: _Run,
+                          writer: metric_writers.MetricWriter) -> None:
+  """Records the final parameters' validation confusion matrix.
+
+  In status.json, with per-class accuracy, and in TensorBoard as an image.
+  """
+  class_names = setup.pipeline.splits.class_names
+  counts = confusion.matrix(*_validation_predictions(
+      jax_utils.unreplicate(run.state.params), setup.eval_apply_fn,
+      setup.pipeline, setup.config.eval_batch_size), setup.num_classes)
+  run.status['val_confusion'] = confusion.record(counts, class_names,
+                                                 run.step)
+  figure = confusion_plots.confusion_figure(
+      counts, class_names, f'Validation split at step {run.step}')
+  writer.write_images(run.step, {
+      'val_confusion_matrix': confusion_plots.as_image(figure)[np.newaxis]})
+  logging.info('Most confused on the validation split: %s.', '; '.join(
+      p.describe() for p in confusion.most_confused(counts, class_names))
+               or 'nothing')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -574,6 +646,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     setup, initial_state = _set_up(config, workdir, num_devices)
     try:
       run = _restore(setup, initial_state)
+      _record_inputs(setup, run)
       # A run that could not save would lose its training: refuse it now.
       setup.checkpointer.check_space(run.step, _checkpoint_arrays(run))
       writer = metric_writers.create_default_writer(
@@ -582,6 +655,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         writer.write_hparams(_hparams(config))
       run_status.write(workdir, run.status)
       _train_epochs(setup, run, writer)
+      if run.status['status'] != run_status.DIVERGED:
+        _record_val_confusion(setup, run, writer)
       run.record_wall_time()
       run_status.write(workdir, run.status)
       writer.close()

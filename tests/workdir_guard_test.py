@@ -209,17 +209,19 @@ def test_workdir_that_is_a_file(tmp_path, data_dir):
 # What tensorstore raises when the disk fills while the arrays are written,
 # copied from a real save onto a full 2 MiB tmpfs.
 _DISK_FULL_AT_SECOND_SAVE = """
+    import os
     import orbax.checkpoint as ocp
     saves = 0
-    def save(self, *args, **kwargs):
+    def save(self, directory, *args, **kwargs):
       global saves
-      saves += 1
-      if saves == 2:
-        raise ValueError(
-            'RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at '
-            'local file "x/": Failed to write 646722 bytes to file 14: No '
-            "space left on device [os_error_code='28']")
-      return real(self, *args, **kwargs)
+      if os.sep + 'checkpoints' + os.sep in str(directory):  # Not the best.
+        saves += 1
+        if saves == 2:
+          raise ValueError(
+              'RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database at '
+              'local file "x/": Failed to write 646722 bytes to file 14: No '
+              "space left on device [os_error_code='28']")
+      return real(self, directory, *args, **kwargs)
     real = ocp.StandardCheckpointHandler.async_save
     ocp.StandardCheckpointHandler.async_save = save
     """
@@ -260,12 +262,16 @@ def test_unwritable_workdir(tmp_path, data_dir):
 
 
 # The disk's free space as os.statvfs tells it, made 0 from the n-th look on:
-# 1st before training, then before each save.
+# 1st before training, then before each save (of the latest checkpoints; a
+# best checkpoint's looks are elsewhere, and not counted).
 _DISK_FULL_FROM_LOOK_NUMBER = """
+    import os
     from lettercnn import checkpointing
     looks = 0
     def free_bytes(path):
       global looks
+      if not path.endswith(os.sep + 'checkpoints'):
+        return real(path)
       looks += 1
       return 0 if looks >= {n} else real(path)
     real = checkpointing._free_bytes
