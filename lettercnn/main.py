@@ -4,7 +4,6 @@
 overridden with --config.FIELD=VALUE; unknown fields are an error.
 """
 
-import logging as python_logging
 import os
 import sys
 from typing import Any
@@ -18,6 +17,7 @@ from ml_collections import config_flags
 from lettercnn import config_checks
 from lettercnn import config_loading
 from lettercnn import errors
+from lettercnn import library_logs
 from lettercnn import run_status
 from lettercnn import workdir_guard
 
@@ -53,14 +53,6 @@ def parse_flags(argv: list[str]) -> list[str]:
   except errors.InputError as e:
     print(f'lettercnn: error: {e}', file=sys.stderr)
     sys.exit(2)
-
-
-def _quiet_library_info_logs() -> None:
-  """Keeps orbax's per-save chatter (a dozen INFO lines) out of the log."""
-  orbax_dir = os.sep + 'orbax' + os.sep
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= python_logging.WARNING
-      or orbax_dir not in record.pathname)
 
 
 def _fail(error: Exception, exit_code: int = 1) -> None:
@@ -102,7 +94,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   # JAX owns the accelerators; TensorFlow only feeds data on the CPU.
   tf.config.experimental.set_visible_devices([], 'GPU')
   tfds.disable_progress_bar()
-  _quiet_library_info_logs()
+  library_logs.quiet_orbax()
   try:
     return train.train_and_evaluate(config, workdir)
   except train.Preempted as e:
