@@ -19,6 +19,9 @@ writes into SWEEP_DIR:
   accuracy_vs_lr.png    final training / best validation accuracy against
                         rate, mean +- std over seeds, one line per batch size
   lr_batch_heatmap.png  mean best validation accuracy, rate x batch size
+  best_run_confusion.png
+                        the best run's validation confusion matrix (its
+                        most confused pairs are in summary.md and printed)
   events.out.tfevents.*.lettercnn_sweep_hparams
                         the swept fields for TensorBoard's HParams dashboard
                         (`tensorboard --logdir SWEEP_DIR`)
@@ -38,6 +41,7 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from lettercnn import hparams_summary
+from lettercnn import report_confusion
 from lettercnn import report_runs
 from lettercnn import run_status
 from lettercnn import sweep_plots
@@ -246,7 +250,10 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   points = sweep_points.group_points(runs)
   write_csv(runs, sweep_dir / 'summary.csv')
   sweep_tables.write_points_csv(points, sweep_dir / 'points.csv')
-  (sweep_dir / 'summary.md').write_text(markdown_report(runs, points))
+  confusion_markdown, confusion_printed = report_confusion.section(
+      points, sweep_dir)
+  (sweep_dir / 'summary.md').write_text(
+      '\n'.join([markdown_report(runs, points), *confusion_markdown]))
   plot_curves(runs, sweep_dir)
   sweep_plots.plot_accuracy_vs_lr(points, _num_classes(runs),
                                   sweep_dir / 'accuracy_vs_lr.png')
@@ -259,7 +266,10 @@ def write_report(sweep_dir: pathlib.Path) -> str:
     printed.append(sweep_tables.points_table(points))
   if len({point.batch_size for point in points}) > 1:
     printed.append(sweep_tables.batch_size_table(points))
-  return '\n\n'.join(printed + ['\n'.join(sweep_tables.verdict_lines(points))])
+  printed.append('\n'.join(sweep_tables.verdict_lines(points)))
+  if confusion_printed:
+    printed.append('\n'.join(confusion_printed))
+  return '\n\n'.join(printed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,9 @@ class RunSummary:
   train_accuracy: Curve | None
   # The resolved config from status.json (None without one).
   config: dict[str, Any] | None = None
+  # The validation confusion of the final parameters (status.json's
+  # 'val_confusion', `confusion.record`), None before the run ended.
+  val_confusion: dict[str, Any] | None = None
 
   @property
   def finished(self) -> bool:
@@ -207,6 +210,7 @@ def load_run(run_dir: pathlib.Path) -> RunSummary | None:
   num_epochs = finite_or_none(status.get('num_epochs'))
   num_classes = finite_or_none(status.get('num_classes'))
   config = status.get('config')
+  val_confusion = status.get('val_confusion')
 
   return RunSummary(
       name=run_dir.name,
@@ -226,6 +230,7 @@ def load_run(run_dir: pathlib.Path) -> RunSummary | None:
       train_loss=_curve(scalars, 'train_loss', steps_per_epoch),
       train_accuracy=_curve(scalars, 'train_accuracy', steps_per_epoch),
       config=config if isinstance(config, dict) else None,
+      val_confusion=val_confusion if isinstance(val_confusion, dict) else None,
   )
 
 

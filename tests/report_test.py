@@ -12,9 +12,11 @@ import subprocess
 import sys
 
 from clu import metric_writers
+import numpy as np
 from PIL import Image
 import pytest
 
+from lettercnn import confusion
 from lettercnn import report
 from lettercnn import report_runs
 from lettercnn import sweep_plots
@@ -257,3 +259,42 @@ def test_cli_empty_dir_exits_non_zero_without_traceback(tmp_path):
   assert 'Traceback' not in result.stderr
   assert result.stderr.strip().startswith('report: No training runs in')
   assert result.stdout == ''
+
+
+def _add_confusion(run_dir: pathlib.Path, matrix: list[list[int]]) -> None:
+  """A 'val_confusion' of three classes in the run's status.json."""
+  status = json.loads((run_dir / 'status.json').read_text())
+  status['val_confusion'] = confusion.record(np.array(matrix), ['C', 'O', 'R'],
+                                             step=12)
+  (run_dir / 'status.json').write_text(json.dumps(status))
+
+
+def test_best_run_confusion_matrix_and_most_confused_pairs(tmp_path, capsys):
+  make_finished_run(tmp_path, 'lr_1e-3', 1e-3, 'converged', [0.5, 0.6, 0.7])
+  make_finished_run(tmp_path, 'lr_1e-4', 1e-4, 'converged', [0.5, 0.8, 0.9])
+  _add_confusion(tmp_path / 'lr_1e-3', [[9, 1, 0], [0, 10, 0], [0, 0, 10]])
+  _add_confusion(tmp_path / 'lr_1e-4', [[7, 3, 0], [1, 9, 0], [0, 2, 8]])
+
+  code, out, err = run_main(tmp_path, capsys)
+
+  assert code == 0, err
+  summary = (tmp_path / 'summary.md').read_text()
+  assert "## The best run's confusions" in summary
+  assert ('lr_1e-4, its final parameters (step 12) on the validation split, '
+          'accuracy 80.0%.') in summary
+  assert '| C | O | 3 | 30.0% |\n| R | O | 2 | 20.0% |\n| O | C | 1 | 10.0% |' \
+      in summary
+  assert 'Per-class accuracy: C 70.0%, O 90.0%, R 80.0%.' in summary
+  assert '![Confusion matrix of lr_1e-4](best_run_confusion.png)' in summary
+  assert ('Most confused: C as O: 3 (30.0% of C); R as O: 2 (20.0% of R); '
+          'O as C: 1 (10.0% of O).') in out
+  with Image.open(tmp_path / 'best_run_confusion.png') as image:
+    assert image.format == 'PNG' and image.size[0] > 300
+
+
+def test_no_confusion_section_without_a_recorded_matrix(sweep, capsys):
+  code, out, _ = run_main(sweep, capsys)
+  assert code == 0
+  assert 'confusions' not in (sweep / 'summary.md').read_text()
+  assert 'Most confused' not in out
+  assert not (sweep / 'best_run_confusion.png').exists()
