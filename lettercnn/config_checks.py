@@ -128,7 +128,8 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   _check_choice(config, 'model', tuple(models.MODELS))
   _check_choice(config, 'mean_subtraction', MEAN_SUBTRACTIONS)
   for field in ('examples_per_class', 'image_size', 'eval_batch_size',
-                'log_every_steps', 'checkpoint_every_epochs'):
+                'log_every_steps', 'checkpoint_every_epochs',
+                'sharpness_examples', 'sharpness_max_iterations'):
     value = config[field]
     _require(isinstance(value, int) and value >= 1,
              f'{field}={value!r} must be an integer >= 1')
@@ -145,9 +146,7 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   _require(config.image_size >= min_size,
            f'image_size={config.image_size} is below {config.model}\'s '
            f'smallest input, {min_size}')
-  if config.dataset == 'tombstone_letters':
-    split_sizes.per_class(config.examples_per_class,
-                          config.validation_fraction)
+  _check_sharpness(config, measured=config.sharpness_every_steps > 0)
   num_devices = num_devices_to_use(config)
   _require(config.batch_size % num_devices == 0,
            f'batch_size={config.batch_size} does not divide over '
@@ -155,6 +154,70 @@ def check_config(config: ml_collections.ConfigDict) -> int:
            'fewer devices (e.g. --config.num_devices=1)')
   _check_memory(config, num_devices)
   return num_devices
+
+
+def _num_train(config: ml_collections.ConfigDict) -> int | None:
+  """The training split's size where the config alone tells it."""
+  if config.dataset != 'tombstone_letters':
+    return None
+  per_class, _ = split_sizes.per_class(config.examples_per_class,
+                                       config.validation_fraction)
+  return per_class * _TOMBSTONE_CLASSES
+
+
+def _check_sharpness(config: ml_collections.ConfigDict, measured: bool) -> None:
+  """The sharpness fields; the subset's size too if it will be `measured`.
+
+  A folder's or catalog's split is counted when it loads; the subset is
+  checked against it then (`Pipeline.first_train_examples`).
+  """
+  every = config.sharpness_every_steps
+  _require(isinstance(every, int) and not isinstance(every, bool)
+           and every >= 0,
+           f'sharpness_every_steps={every!r} must be an integer >= 0 (0: off)')
+  tolerance = config.sharpness_tolerance
+  _require(_is_finite(tolerance) and 0 < tolerance < 1,
+           f'sharpness_tolerance={tolerance!r} must be in (0, 1)')
+  num_train = _num_train(config)
+  if measured and num_train is not None:
+    _require(config.sharpness_examples <= num_train,
+             f'sharpness_examples={config.sharpness_examples} exceeds the '
+             f'{num_train} training images of {config.dataset}')
+
+
+# The range test needs this many points past fastai's trimmed ends.
+MIN_LR_FIND_STEPS = 10
+
+
+def check_lr_find(config: ml_collections.ConfigDict) -> None:
+  """The LR range test's fields (config.lr_find) and its sharpness subset."""
+  cfg = config.lr_find
+  for field in ('min_lr', 'max_lr'):
+    _require(_is_positive_finite(cfg[field]),
+             f'lr_find.{field}={cfg[field]!r} must be a positive finite '
+             'number')
+  _require(cfg.min_lr < cfg.max_lr,
+           f'lr_find.min_lr={cfg.min_lr!r} must be below lr_find.max_lr='
+           f'{cfg.max_lr!r}')
+  _require(cfg.max_lr <= _MAX_LEARNING_RATE,
+           f'lr_find.max_lr={cfg.max_lr!r} overflows float32: at most '
+           f'{_MAX_LEARNING_RATE:.3g}')
+  _require(isinstance(cfg.num_steps, int) and not isinstance(cfg.num_steps,
+                                                             bool)
+           and cfg.num_steps >= MIN_LR_FIND_STEPS,
+           f'lr_find.num_steps={cfg.num_steps!r} must be an integer >= '
+           f'{MIN_LR_FIND_STEPS}')
+  _require(_is_finite(cfg.smoothing) and 0 <= cfg.smoothing < 1,
+           f'lr_find.smoothing={cfg.smoothing!r} must be in [0, 1)')
+  _require(_is_finite(cfg.stop_factor) and cfg.stop_factor > 1,
+           f'lr_find.stop_factor={cfg.stop_factor!r} must be a finite number '
+           '> 1')
+  _require(isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool)
+           and cfg.seeds >= 1
+           and config.seed + cfg.seeds <= _SEED_LIMIT,
+           f'lr_find.seeds={cfg.seeds!r} must be an integer >= 1 (seeds '
+           'seed, seed + 1, ... below 2**32)')
+  _check_sharpness(config, measured=True)
 
 
 def _physical_memory_bytes() -> int:

@@ -74,3 +74,18 @@ def load_config(config_path: str,
                                   sys_argv=argv)
   parse_config_flags(argv, flag_values)
   return flag_values.config
+
+
+def default_workdir(config_path: str, root: str = 'runs') -> str:
+  """`root` and the config file's path below configs/, less '.py'.
+
+  runs/lr_1e-4 for configs/lr_1e-4.py, runs/tf/lr_1e-4 for
+  configs/tf/lr_1e-4.py (so presets of two setups never share a workdir),
+  runs/<stem> for a file elsewhere.
+  """
+  path = os.path.splitext(os.path.normpath(config_path))[0]
+  parts = path.split(os.sep)
+  if 'configs' in parts[:-1]:
+    index = len(parts) - 1 - parts[::-1].index('configs')
+    return os.path.join(root, *parts[index + 1:])
+  return os.path.join(root, parts[-1])

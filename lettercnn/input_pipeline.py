@@ -16,6 +16,7 @@ DIGITS' input scale after it, as DIGITS does: (image - mean) * scale.
 """
 
 import contextlib
+import copy
 import functools
 import os
 import re
@@ -415,6 +416,27 @@ class Pipeline:
     for chunk in self.train_chunks(epoch, start_step):
       for step in range(chunk_steps(chunk)):
         yield {k: v[:, step] for k, v in chunk.items()}
+
+  def reseeded(self, seed: int) -> 'Pipeline':
+    """This pipeline with the batch order of `seed`; the data is shared."""
+    other = copy.copy(self)
+    other.seed = seed
+    return other
+
+  def first_train_examples(self, count: int) -> Batch:
+    """The split's first `count` training examples, as training feeds them.
+
+    In the split's stored order, whatever the seed: a fixed subset (the one
+    `lettercnn.sharpness` measures the loss over). Images have `mean`
+    subtracted, (count, H, W, C); labels (count,).
+    """
+    if not 0 < count <= self.splits.num_train:
+      raise errors.InputError(
+          f'{count} training examples asked for, but the split has '
+          f'{self.splits.num_train}')
+    batch = next(self._train.batch(count).as_numpy_iterator())
+    return {'image': self._mean_subtracted(batch['image']),
+            'label': batch['label']}
 
   def _epoch_batches(self, epoch: int) -> tf.data.Dataset:
     """The training batches of `epoch` in order; a function of (seed, epoch)."""

@@ -31,21 +31,6 @@ config_flags.DEFINE_config_file(
 flags.mark_flags_as_required(['config'])
 
 
-def default_workdir(config_path: str) -> str:
-  """runs/ and the config file's path below configs/, less '.py'.
-
-  runs/lr_1e-4 for configs/lr_1e-4.py, runs/tf/lr_1e-4 for
-  configs/tf/lr_1e-4.py (so presets of two setups never share a workdir),
-  runs/<stem> for a file elsewhere.
-  """
-  path = os.path.splitext(os.path.normpath(config_path))[0]
-  parts = path.split(os.sep)
-  if 'configs' in parts[:-1]:
-    index = len(parts) - 1 - parts[::-1].index('configs')
-    return os.path.join('runs', *parts[index + 1:])
-  return os.path.join('runs', parts[-1])
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """Parses flags; a bad config file or field is one error line, exit 2."""
   try:
@@ -64,7 +49,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = FLAGS.config
-  workdir = _WORKDIR.value or default_workdir(
+  workdir = _WORKDIR.value or config_loading.default_workdir(
       config_flags.get_config_filename(FLAGS['config']))
   print(f'workdir: {workdir}', flush=True)
   try:

@@ -34,6 +34,7 @@ from lettercnn import progress
 from lettercnn import run_inputs
 from lettercnn import run_status
 from lettercnn import schedules
+from lettercnn import sharpness
 from lettercnn import tb_events
 from lettercnn import workdir_guard
 
@@ -151,17 +152,20 @@ _CPU_COMPILER_OPTIONS = {'xla_cpu_copy_insertion_use_region_analysis': True}
 
 
 class ChunkedTrainStep:
-  """`train_chunk` pmap-ed over `devices`, for chunks of up to `max_steps`.
+  """`chunk_fn` pmap-ed over `devices`, for chunks of up to `max_steps`.
 
   Called with chunks from `Pipeline.train_chunks`, shaped (devices, steps,
   per_device_batch, ...); shorter chunks are padded to `max_steps`, so one
   compiled program (with `_CPU_COMPILER_OPTIONS` on CPU) runs them all.
-  State and metrics are donated.
+  `chunk_fn(state, carry, chunk, num_steps)` is `train_chunk` (the carry:
+  train metrics) or a variant of it that records something else (the LR
+  finder's per-step losses). State and carry are donated.
   """
 
   def __init__(self, devices: list[jax.Device],
-               max_steps: int = input_pipeline.STEPS_PER_CHUNK):
-    self._pmapped = jax.pmap(train_chunk, axis_name='batch', devices=devices,
+               max_steps: int = input_pipeline.STEPS_PER_CHUNK,
+               chunk_fn: Callable[..., Any] = train_chunk):
+    self._pmapped = jax.pmap(chunk_fn, axis_name='batch', devices=devices,
                              donate_argnums=(0, 1))
     self._num_devices = len(devices)
     self._max_steps = max_steps
@@ -169,8 +173,8 @@ class ChunkedTrainStep:
                      if devices[0].platform == 'cpu' else None)
     self._compiled = {}
 
-  def __call__(self, state: train_state.TrainState,
-               train_metrics: TrainMetrics, chunk: dict[str, Any]):
+  def __call__(self, state: train_state.TrainState, carry: Any,
+               chunk: dict[str, Any]):
     steps = input_pipeline.chunk_steps(chunk)
     if not 0 < steps <= self._max_steps:
       raise ValueError(f'{steps} steps in a chunk of at most {self._max_steps}')
@@ -178,7 +182,7 @@ class ChunkedTrainStep:
       chunk = {k: np.pad(v, [(0, 0), (0, self._max_steps - steps)] +
                          [(0, 0)] * (v.ndim - 2)) for k, v in chunk.items()}
     num_steps = np.full((self._num_devices,), steps, np.int32)
-    args = (state, train_metrics, chunk, num_steps)
+    args = (state, carry, chunk, num_steps)
     key = (jax.tree.structure(args),
            tuple(np.shape(x) for x in jax.tree.leaves(args)))
     if key not in self._compiled:
@@ -188,11 +192,12 @@ class ChunkedTrainStep:
 
 
 def _split_at_multiples(chunk: dict[str, Any], step: int,
-                        every: int) -> list[dict[str, Any]]:
-  """Cuts a chunk starting after global step `step` at multiples of `every`."""
+                        periods: tuple[int, ...]) -> list[dict[str, Any]]:
+  """Cuts a chunk starting after global step `step` at multiples of `periods`."""
   pieces, start, steps = [], 0, input_pipeline.chunk_steps(chunk)
   while start < steps:
-    end = min(steps, start + every - (step + start) % every)
+    end = min([steps] + [start + every - (step + start) % every
+                         for every in periods])
     pieces.append({k: v[:, start:end] for k, v in chunk.items()})
     start = end
   return pieces
@@ -304,18 +309,45 @@ def _has_diverged(loss: float, reference_loss: float, factor: float) -> bool:
   return not math.isfinite(loss) or loss > factor * reference_loss
 
 
+def write_sharpness(tracker: sharpness.Tracker, state: train_state.TrainState,
+                    step: int, *, config: ml_collections.ConfigDict,
+                    schedule: optax.Schedule,
+                    writer: metric_writers.MetricWriter) -> sharpness.Eigen:
+  """Measures the sharpness of replicated `state` and writes it at `step`.
+
+  Beside it, `sharpness_limit`: the sharpness above which a quadratic would
+  diverge at the rate of the coming step (2(1+mu)/lr for momentum, 2/lr for
+  SGD; none for adaptive solvers). Training at the edge of stability keeps
+  the sharpness near that limit.
+  """
+  eigen = tracker.measure(jax_utils.unreplicate(state.params))
+  scalars = {'sharpness': eigen.value}
+  factor = sharpness.stability_factor(config)
+  if factor is not None:
+    scalars['sharpness_limit'] = factor / float(schedule(step))
+  writer.write_scalars(step, scalars)
+  if not eigen.converged:
+    logging.warning('Sharpness at step %d did not converge in %d products '
+                    '(residual %.2g).', step, eigen.iterations,
+                    eigen.residual)
+  return eigen
+
+
 def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
                 train_metrics: _TrainMetricsAccumulator,
                 pipeline: input_pipeline.Pipeline, epoch: int, step: int, *,
                 config: ml_collections.ConfigDict, schedule: optax.Schedule,
                 writer: metric_writers.MetricWriter,
                 reporter: progress.ProgressLogger, reference_loss: float,
-                stop_requested: Callable[[], bool] = lambda: False):
+                stop_requested: Callable[[], bool] = lambda: False,
+                sharpness_tracker: sharpness.Tracker | None = None):
   """Trains from global step `step` to the end of `epoch` (0-based).
 
   Runs `pipeline.train_chunks` through `p_train_chunk`, cut at the multiples
   of `config.log_every_steps`, where it writes the train scalars, as it does
-  at the end of the epoch (which no chunk crosses).
+  at the end of the epoch (which no chunk crosses), and with a
+  `sharpness_tracker` at those of `config.sharpness_every_steps`, where it
+  writes the sharpness (`write_sharpness`).
 
   Returns (state, step, interval, outcome): `interval` is the last written
   interval's loss and accuracy (None if none was written), `outcome`
@@ -326,14 +358,19 @@ def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
   epoch_start = epoch * pipeline.steps_per_epoch
   epoch_end = epoch_start + pipeline.steps_per_epoch
   interval = None
+  periods = (config.log_every_steps,) + (
+      (config.sharpness_every_steps,) if sharpness_tracker else ())
   for chunk in pipeline.train_chunks(epoch, start_step=step - epoch_start):
-    for piece in _split_at_multiples(chunk, step, config.log_every_steps):
+    for piece in _split_at_multiples(chunk, step, periods):
       if stop_requested():
         return state, step, interval, 'stopped'
       state, train_metrics.on_device = p_train_chunk(
           state, train_metrics.on_device, piece)
       step += input_pipeline.chunk_steps(piece)
       reporter.maybe_log(step)
+      if sharpness_tracker and step % config.sharpness_every_steps == 0:
+        write_sharpness(sharpness_tracker, state, step, config=config,
+                        schedule=schedule, writer=writer)
       if step % config.log_every_steps and step != epoch_end:
         continue
       interval = train_metrics.flush()
@@ -350,7 +387,7 @@ def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
   return state, step, interval, 'epoch_end'
 
 
-def _training_model(model: flax.linen.Module, devices: list[jax.Device],
+def training_model(model: flax.linen.Module, devices: list[jax.Device],
                     per_device_batch: int) -> flax.linen.Module:
   """`model` with the lowering that trains fastest on `devices`.
 
@@ -389,6 +426,8 @@ class _Setup:
   schedule: optax.Schedule
   eval_apply_fn: Callable[..., jax.Array]
   checkpointer: checkpointing.Checkpointer
+  # Measures the sharpness every config.sharpness_every_steps (None: off).
+  sharpness_tracker: sharpness.Tracker | None
 
   @property
   def steps_per_epoch(self) -> int:
@@ -434,13 +473,20 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str,
   channels = 1 if config.grayscale else 3
   state = create_train_state(
       jax.random.key(config.seed),
-      _training_model(model, devices, config.batch_size // num_devices),
+      training_model(model, devices, config.batch_size // num_devices),
       (config.image_size, config.image_size, channels),
       optimizers.create(config, schedule))
+  tracker = None
+  if config.sharpness_every_steps:
+    examples = pipeline.first_train_examples(config.sharpness_examples)
+    tracker = sharpness.Tracker(
+        config, model.apply,
+        sharpness.Subset(examples['image'], examples['label']), state.params)
   setup = _Setup(config=config, workdir=workdir, devices=devices,
                  pipeline=pipeline, schedule=schedule,
                  eval_apply_fn=model.apply,
-                 checkpointer=checkpointing.Checkpointer(workdir))
+                 checkpointer=checkpointing.Checkpointer(workdir),
+                 sharpness_tracker=tracker)
   return setup, state
 
 
@@ -541,13 +587,22 @@ def _train_epochs(setup: _Setup, run: _Run,
   reporter = progress.ProgressLogger(
       config.num_epochs * setup.steps_per_epoch, config.batch_size,
       setup.steps_per_epoch, start_step=run.step)
+  if setup.sharpness_tracker and run.step == 0:
+    eigen = write_sharpness(setup.sharpness_tracker, run.state, 0,
+                            config=config, schedule=setup.schedule,
+                            writer=writer)
+    status['initial_sharpness'] = {
+        'lambda_max': eigen.value,
+        'bound': sharpness.stable_rate_bound(config, eigen.value),
+        'formula': sharpness.bound_formula(config)}
   with _StopSignals() as stop:
     for epoch in range(run.step // setup.steps_per_epoch, config.num_epochs):
       run.state, run.step, interval, outcome = train_epoch(
           p_train_chunk, run.state, run.metrics, setup.pipeline, epoch,
           run.step, config=config, schedule=setup.schedule, writer=writer,
           reporter=reporter, reference_loss=reference_loss,
-          stop_requested=lambda: stop.signum is not None)
+          stop_requested=lambda: stop.signum is not None,
+          sharpness_tracker=setup.sharpness_tracker)
       status['step'] = run.step
       status['epoch'] = run.step / setup.steps_per_epoch
       if outcome == 'stopped':

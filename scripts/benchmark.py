@@ -205,9 +205,8 @@ def _metrics_accumulator(devices):
 
 def _initial_state(config, num_classes: int, devices, schedule):
   model = models.create_model(config.model, num_classes)
-  if hasattr(train, '_training_model'):
-    model = train._training_model(  # pylint: disable=protected-access
-        model, devices, config.batch_size // len(devices))
+  model = train.training_model(model, devices,
+                               config.batch_size // len(devices))
   return train.create_train_state(
       jax.random.key(config.seed), model,
       (config.image_size, config.image_size, 1),

@@ -67,8 +67,8 @@ def test_training_lowering_depends_on_the_batch(per_device_batch, lowering):
   # results); larger batches train channel-major.
   devices = jax.local_devices()
   lenet = models.create_model('lenet', 10)
-  assert train._training_model(lenet, devices,
+  assert train.training_model(lenet, devices,
                                per_device_batch).lowering == lowering
   alexnet = models.create_model('alexnet', 10)
-  assert train._training_model(alexnet, devices,
+  assert train.training_model(alexnet, devices,
                                per_device_batch).lowering == 'xla'

@@ -1,0 +1,117 @@
+"""The LR range test and the curvature bound: `python -m lettercnn.lr_find --config=CONFIG`.
+
+Trains the config's model from its initialisation with the same input
+pipeline, optimizer and train step as lettercnn.main, the rate rising
+exponentially from `lr_find.min_lr` to `lr_find.max_lr` over
+`lr_find.num_steps` steps (one rate per step), and stops once the smoothed
+loss is not finite or passes `lr_find.stop_factor` times its minimum
+(`lettercnn.lr_range`). Before that it measures the sharpness at
+initialisation (`lettercnn.sharpness`) over `sharpness_examples` training
+images, and the stable-rate bound it implies for the configured solver.
+
+Writes into --workdir (default runs/lr_find/<config file stem>):
+
+  lr_find.json   rates, raw and smoothed losses, the suggestions, the
+                 recommendation, the sharpness and bound, and timings
+  lr_find.png    loss against rate (log axis), suggestions and bound marked
+  events.*       TensorBoard scalars lr_find/loss, lr_find/smoothed_loss and
+                 lr_find/learning_rate, by step
+
+and prints the suggestions, the recommendation and why, and the bound.
+Bad settings are one error line, exit 2, before any data is read.
+"""
+
+import os
+import sys
+from typing import Any
+
+from absl import app
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+from lettercnn import config_checks
+from lettercnn import config_loading
+from lettercnn import errors
+from lettercnn import workdir_guard
+
+FLAGS = flags.FLAGS
+
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where lr_find.json, lr_find.png and the TensorBoard '
+    'events go (default: runs/lr_find/<config file stem>).')
+config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
+flags.mark_flags_as_required(['config'])
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; a bad config file or field is one error line, exit 2."""
+  try:
+    return config_loading.parse_config_flags(argv, FLAGS)
+  except errors.InputError as e:
+    print(f'lr_find: error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _format_rate(rate: float | None) -> str:
+  return 'none' if rate is None else f'{rate:.2g}'
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+  """What lr_find prints: each seed's test, suggestions, recommendation, bound."""
+  lines = []
+  for curve in result['seeds']:
+    stopped = ('stopped at' if curve['steps_run'] < result['num_steps']
+               else 'ran to')
+    lines.append(f'seed {curve["seed"]}: {curve["steps_run"]} of '
+                 f'{result["num_steps"]} steps, {stopped} '
+                 f'{_format_rate(curve["rates"][-1])}; ' + ', '.join(
+                     f'{name} {_format_rate(rate)}'
+                     for name, rate in curve['suggestions'].items()))
+  several = len(result['seeds']) > 1
+  lines.append('suggestions' + (' (median over seeds; max/min)' if several
+                                else '') + ':')
+  for name, rate in result['suggestions'].items():
+    lines.append(f'  {name:15s} {_format_rate(rate)}' + (
+        f'  {result["spread"][name]:.2g}x' if several else ''))
+  lines.append(f'recommended: {_format_rate(result["recommended"])} '
+               f'({result["reason"]})')
+  sharp = result['sharpness']
+  lines.append(
+      f'sharpness at initialisation: {sharp["lambda_max"]:.4g} over '
+      f'{sharp["examples"]} training images ({sharp["iterations"]} power '
+      f'iterations, residual {sharp["residual"]:.1e}'
+      f'{"" if sharp["converged"] else ", NOT converged"}); stable-rate '
+      f'bound {_format_rate(sharp["bound"])} ({sharp["formula"]})')
+  if sharp['batch_sharpness'] is not None:
+    lines.append('per-example (batch) sharpness: '
+                 f'{sharp["batch_sharpness"]:.4g}; bound '
+                 f'{_format_rate(sharp["batch_bound"])}')
+  return lines
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config: ml_collections.ConfigDict = FLAGS.config
+  workdir = _WORKDIR.value or config_loading.default_workdir(
+      config_flags.get_config_filename(FLAGS['config']),
+      root=os.path.join('runs', 'lr_find'))
+  try:
+    num_devices = config_checks.check_config(config)
+    config_checks.check_lr_find(config)
+    with workdir_guard.locked(workdir):
+      # pylint: disable-next=g-import-not-at-top
+      from lettercnn import lr_find_run
+      result = lr_find_run.run(config, workdir, num_devices)
+  except errors.InputError as e:
+    print(f'lr_find: error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2 if not isinstance(e, workdir_guard.Busy)
+             else workdir_guard.BUSY_EXIT_CODE)
+  print('\n'.join(summary_lines(result)))
+  print(f'{workdir}: {lr_find_run.RESULT_FILE}, {lr_find_run.PLOT_FILE} '
+        f'({result["timings_s"]["total"]:.1f} s)')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=parse_flags)

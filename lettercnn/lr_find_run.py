@@ -1,0 +1,233 @@
+"""lettercnn.lr_find's work: the range test's steps, the sharpness, the files.
+
+Separate from the command so that flag parsing and config checks run before
+TensorFlow and the data load.
+"""
+
+import glob
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from flax import jax_utils
+import jax
+from jax import lax
+import jax.numpy as jnp
+from matplotlib.figure import Figure
+import ml_collections
+import numpy as np
+
+from lettercnn import input_pipeline
+from lettercnn import lr_range
+from lettercnn import models
+from lettercnn import optimizers
+from lettercnn import sharpness
+from lettercnn import train
+
+RESULT_FILE = 'lr_find.json'
+PLOT_FILE = 'lr_find.png'
+def _range_test_chunk(state: train.TrainState, losses: jax.Array,
+                      chunk: dict[str, jax.Array], num_steps: jax.Array):
+  """`train.train_chunk`, recording each step's loss in `losses` instead."""
+
+  def body(i, carry):
+    state, losses = carry
+    batch = jax.tree.map(
+        lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), chunk)
+    state, metrics = train.train_step(state, train.TrainMetrics.empty(), batch)
+    return state, losses.at[i].set(metrics.loss.compute())
+
+  return lax.fori_loop(0, num_steps, body, (state, losses))
+
+
+def _losses(config: ml_collections.ConfigDict, pipeline: input_pipeline.Pipeline,
+            state: train.TrainState, devices: list[jax.Device],
+            num_rates: int) -> list[float]:
+  """The training loss of each step of the range test, until it stops.
+
+  Training's own chunks and compiled step (`train.ChunkedTrainStep`), from
+  epoch 0 on for as many epochs as the test takes; each step's loss is that
+  of its batch before its update.
+  """
+  cfg = config.lr_find
+  run_chunk = train.ChunkedTrainStep(devices, chunk_fn=_range_test_chunk)
+  state = jax_utils.replicate(state, devices)
+  buffer = np.zeros((len(devices), input_pipeline.STEPS_PER_CHUNK),
+                    np.float32)
+  average = lr_range.SmoothedLoss(cfg.smoothing, cfg.stop_factor)
+  losses: list[float] = []
+  for epoch in itertools.count():
+    for chunk in pipeline.train_chunks(epoch):
+      state, chunk_losses = run_chunk(state, buffer, chunk)
+      steps = input_pipeline.chunk_steps(chunk)
+      # Each device's loss is the mean over its equal share of the batch:
+      # their mean is the global batch's.
+      for loss in np.asarray(chunk_losses)[:, :steps].mean(axis=0):
+        losses.append(float(loss))
+        if average.add(losses[-1]) or len(losses) == num_rates:
+          return losses
+  raise AssertionError('unreachable: epochs never end')
+
+
+def _initial_sharpness(config: ml_collections.ConfigDict,
+                       pipeline: input_pipeline.Pipeline,
+                       params: Any) -> dict[str, Any]:
+  """lambda_max at initialisation, its bound, and at batch 1 the batch sharpness."""
+  model = models.create_model(config.model, pipeline.splits.num_classes)
+  examples = pipeline.first_train_examples(config.sharpness_examples)
+  tracker = sharpness.Tracker(
+      config, model.apply,
+      sharpness.Subset(examples['image'], examples['label']), params)
+  eigen = tracker.measure(params)
+  result = {'lambda_max': eigen.value, 'iterations': eigen.iterations,
+            'residual': eigen.residual, 'converged': eigen.converged,
+            'examples': len(tracker.subset),
+            'bound': sharpness.stable_rate_bound(config, eigen.value),
+            'formula': sharpness.bound_formula(config),
+            'batch_sharpness': None, 'batch_bound': None}
+  if config.batch_size == 1:
+    value = sharpness.batch_sharpness(model.apply, params, tracker.subset,
+                                      tracker.multipliers)
+    result.update(batch_sharpness=value,
+                  batch_bound=sharpness.stable_rate_bound(config, value))
+  return result
+
+
+def _plot(result: dict[str, Any], path: str) -> None:
+  """Loss against rate: each seed's smoothed curve, the suggestions, the bound."""
+  figure = Figure(figsize=(7.5, 4.5))
+  ax = figure.subplots()
+  first = result['seeds'][0]
+  ax.plot(first['rates'], first['losses'], color='0.85', lw=0.5,
+          label=f'loss, each step (seed {first["seed"]})')
+  lowest = math.inf
+  for i, curve in enumerate(result['seeds']):
+    ax.plot(curve['rates'], curve['smoothed'], color='C0', lw=1.0,
+            alpha=1.0 if i == 0 else 0.45,
+            label='smoothed' + (f', {len(result["seeds"])} seeds'
+                                if len(result['seeds']) > 1 else ''))
+    lowest = min(lowest, min(curve['smoothed']))
+  marks = {f'{name} {rate:.2g}': rate
+           for name, rate in result['suggestions'].items()}
+  bound = result['sharpness']['bound']
+  if bound is not None:
+    marks[f'curvature bound {bound:.2g}'] = bound
+  for i, (label, rate) in enumerate(marks.items()):
+    ax.axvline(rate, color=f'C{i + 1}', ls=':' if 'bound' in label else '--',
+               label=label)
+  ax.axvline(result['recommended'], color='k', lw=1.5,
+             label=f'recommended {result["recommended"]:.2g}')
+  if math.isfinite(lowest):
+    ax.set_ylim(0.8 * lowest, 4.2 * lowest)
+  ax.set_xscale('log')
+  ax.set_xlabel('learning rate')
+  ax.set_ylabel('training loss')
+  ax.set_title(f'LR range test, {result["config_name"]}')
+  handles, labels = ax.get_legend_handles_labels()
+  unique = dict(zip(labels, handles))
+  ax.legend(unique.values(), unique.keys(), fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=110)
+
+
+# TensorBoard keeps 1000 points of a scalar by default; writing more (a clu
+# write per step costs ~2 ms) would only be thrown away.
+_MAX_EVENT_POINTS = 1000
+
+
+def _write_events(workdir: str, result: dict[str, Any]) -> None:
+  """The first seed's curve as TensorBoard scalars (at most 1000 points).
+
+  A rerun recomputes the same curve (it is a function of the config), so
+  the events of an earlier test in `workdir` are removed, not kept twice.
+  """
+  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+    os.remove(path)
+  curve = result['seeds'][0]
+  num_points = len(curve['rates'])
+  writer = metric_writers.SummaryWriter(workdir)
+  for step in sorted(set(np.linspace(0, num_points - 1, min(
+      num_points, _MAX_EVENT_POINTS)).round().astype(int).tolist())):
+    writer.write_scalars(step, {
+        'lr_find/learning_rate': curve['rates'][step],
+        'lr_find/loss': curve['losses'][step],
+        'lr_find/smoothed_loss': curve['smoothed'][step]})
+  writer.close()
+
+
+def _range_test(config: ml_collections.ConfigDict,
+                pipeline: input_pipeline.Pipeline, devices: list[jax.Device],
+                num_classes: int, seed: int) -> dict[str, Any]:
+  """One range test from `seed`'s initialisation, in its batch order."""
+  cfg = config.lr_find
+  rates = lr_range.rates(cfg.min_lr, cfg.max_lr, cfg.num_steps)
+  schedule_rates = jnp.asarray(rates, jnp.float32)
+  schedule = lambda count: schedule_rates[jnp.minimum(count, len(rates) - 1)]
+  model = models.create_model(config.model, num_classes)
+  channels = 1 if config.grayscale else 3
+  state = train.create_train_state(
+      jax.random.key(seed),
+      train.training_model(model, devices, config.batch_size // len(devices)),
+      (config.image_size, config.image_size, channels),
+      optimizers.create(config, schedule))
+  losses = _losses(config, pipeline.reseeded(seed), state, devices,
+                   len(rates))
+  curve = lr_range.analyse(losses, rates, beta=cfg.smoothing,
+                           stop_factor=cfg.stop_factor,
+                           num_steps=cfg.num_steps)
+  return {'seed': seed, 'steps_run': len(curve.losses), 'rates': curve.rates,
+          'losses': curve.losses, 'smoothed': curve.smoothed,
+          'suggestions': curve.suggestions}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        num_devices: int) -> dict[str, Any]:
+  """The range test and sharpness of `config`; writes and returns the result.
+
+  The sharpness is at `config.seed`'s initialisation; the range test runs
+  from it and from the next `lr_find.seeds - 1` seeds' too.
+  """
+  started = time.monotonic()
+  cfg = config.lr_find
+  devices = jax.local_devices()[:num_devices]
+  pipeline = input_pipeline.Pipeline(config, num_devices)
+  num_classes = pipeline.splits.num_classes
+  loaded = time.monotonic()
+  model = models.create_model(config.model, num_classes)
+  channels = 1 if config.grayscale else 3
+  params = model.init(jax.random.key(config.seed), jnp.zeros(
+      (1, config.image_size, config.image_size, channels)))['params']
+  initial_sharpness = _initial_sharpness(config, pipeline, params)
+  measured = time.monotonic()
+  curves = [_range_test(config, pipeline, devices, num_classes, seed)
+            for seed in range(config.seed, config.seed + cfg.seeds)]
+  per_seed = [curve['suggestions'] for curve in curves]
+  recommended, reason = lr_range.recommend(per_seed)
+  finished = time.monotonic()
+  result = {
+      'config_name': os.path.basename(os.path.normpath(workdir)),
+      'min_lr': cfg.min_lr, 'max_lr': cfg.max_lr, 'num_steps': cfg.num_steps,
+      'suggestions': {name: lr_range.median_rate([s[name] for s in per_seed])
+                      for name in lr_range.SUGGESTIONS},
+      'spread': {name: lr_range.spread([s[name] for s in per_seed])
+                 for name in lr_range.SUGGESTIONS},
+      'recommended': recommended, 'reason': reason,
+      'sharpness': initial_sharpness, 'seeds': curves,
+      'timings_s': {'data': loaded - started, 'sharpness': measured - loaded,
+                    'range_test': finished - measured,
+                    'total': finished - started},
+      'config': config.to_dict(),
+  }
+  path = os.path.join(workdir, RESULT_FILE)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(result, f, indent=1, default=str)
+  os.replace(path + '.tmp', path)
+  _plot(result, os.path.join(workdir, PLOT_FILE))
+  _write_events(workdir, result)
+  logging.info('lr_find: recommended %.3g.', recommended)
+  return result
