@@ -4,7 +4,6 @@
 overridden with --config.FIELD=VALUE; unknown fields are an error.
 """
 
-import os
 import sys
 from typing import Any
 
