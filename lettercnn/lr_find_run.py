@@ -29,7 +29,7 @@ from lettercnn import optimizers
 from lettercnn import sharpness
 from lettercnn import train
 
-RESULT_FILE = 'lr_find.json'
+RESULT_FILE = lr_range.RESULT_FILE
 PLOT_FILE = 'lr_find.png'
 def _range_test_chunk(state: train.TrainState, losses: jax.Array,
                       chunk: dict[str, jax.Array], num_steps: jax.Array):

@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 
 SUGGESTIONS = ('valley', 'steepest', 'minimum_div_10')
+# What lettercnn.lr_find writes into its workdir (and the report looks for).
+RESULT_FILE = 'lr_find.json'
 
 
 def rates(min_lr: float, max_lr: float, num_steps: int) -> np.ndarray:

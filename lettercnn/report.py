@@ -42,6 +42,7 @@ import numpy as np
 
 from lettercnn import hparams_summary
 from lettercnn import report_confusion
+from lettercnn import report_lr_find
 from lettercnn import report_runs
 from lettercnn import run_status
 from lettercnn import sweep_plots
@@ -252,8 +253,9 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   sweep_tables.write_points_csv(points, sweep_dir / 'points.csv')
   confusion_markdown, confusion_printed = report_confusion.section(
       points, sweep_dir)
-  (sweep_dir / 'summary.md').write_text(
-      '\n'.join([markdown_report(runs, points), *confusion_markdown]))
+  range_tests = report_lr_find.section(sweep_dir, runs, points)
+  (sweep_dir / 'summary.md').write_text('\n'.join(
+      [markdown_report(runs, points), *confusion_markdown, *range_tests]))
   plot_curves(runs, sweep_dir)
   sweep_plots.plot_accuracy_vs_lr(points, _num_classes(runs),
                                   sweep_dir / 'accuracy_vs_lr.png')
@@ -269,6 +271,8 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   printed.append('\n'.join(sweep_tables.verdict_lines(points)))
   if confusion_printed:
     printed.append('\n'.join(confusion_printed))
+  if range_tests:
+    printed.append('\n'.join(range_tests[2:]).rstrip())
   return '\n\n'.join(printed)
 
 

@@ -58,6 +58,9 @@ class RunSummary:
   # The validation confusion of the final parameters (status.json's
   # 'val_confusion', `confusion.record`), None before the run ended.
   val_confusion: dict[str, Any] | None = None
+  # status.json's 'initial_sharpness' (lambda_max, bound, formula), where
+  # the run measured it (sharpness_every_steps > 0).
+  initial_sharpness: dict[str, Any] | None = None
 
   @property
   def finished(self) -> bool:
@@ -231,6 +234,8 @@ def load_run(run_dir: pathlib.Path) -> RunSummary | None:
       train_accuracy=_curve(scalars, 'train_accuracy', steps_per_epoch),
       config=config if isinstance(config, dict) else None,
       val_confusion=val_confusion if isinstance(val_confusion, dict) else None,
+      initial_sharpness=(status.get('initial_sharpness') if isinstance(
+          status.get('initial_sharpness'), dict) else None),
   )
 
 

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -298,3 +299,50 @@ def test_no_confusion_section_without_a_recorded_matrix(sweep, capsys):
   assert 'confusions' not in (sweep / 'summary.md').read_text()
   assert 'Most confused' not in out
   assert not (sweep / 'best_run_confusion.png').exists()
+
+
+def test_range_test_and_curvature_bound_beside_the_sweep(sweep, tmp_path,
+                                                         capsys):
+  sweep_dir = tmp_path / 'sweep'
+  shutil.copytree(sweep, sweep_dir)
+  lr_find_dir = sweep_dir / 'lr_find'
+  lr_find_dir.mkdir()
+  # Scalars as lr_find writes them: the folder must not count as a run.
+  writer = metric_writers.create_default_writer(str(lr_find_dir))
+  writer.write_scalars(0, {'lr_find/loss': 2.3})
+  writer.close()
+  suggestions = {'valley': 1.2e-3, 'steepest': 3.4e-3, 'minimum_div_10': 1.4e-4}
+  (lr_find_dir / 'lr_find.json').write_text(json.dumps({
+      'seeds': [{'seed': 0}, {'seed': 1}], 'suggestions': suggestions,
+      'spread': {'valley': 1.3, 'steepest': 1.2, 'minimum_div_10': 2.3},
+      'recommended': 1.4e-4,
+      'sharpness': {'lambda_max': 1112.0, 'bound': 3.4e-3, 'examples': 1000,
+                    'formula': '2(1+mu)/lambda, mu=0.9',
+                    'batch_bound': 7.3e-3}}))
+  status_path = sweep_dir / 'lr_1e-4' / 'status.json'
+  status = json.loads(status_path.read_text())
+  status['initial_sharpness'] = {'lambda_max': 1000.0, 'bound': 3.8e-3,
+                                 'formula': '2(1+mu)/lambda, mu=0.9'}
+  status_path.write_text(json.dumps(status))
+
+  code, out, err = run_main(sweep_dir, capsys)
+  assert code == 0, err
+  assert [r['run'] for r in read_csv(sweep_dir)] == [
+      'lr_1e-1', 'lr_1e-2', 'lr_1e-4', 'lr_1e-5']
+  summary = (sweep_dir / 'summary.md').read_text()
+  for text in (out, summary):
+    assert ('Range test `lr_find`: recommended 0.00014; valley 0.0012, '
+            'steepest 0.0034, minimum_div_10 0.00014 (max/min over 2 seeds: '
+            '1.3x, 1.2x, 2.3x). Curvature bound at initialisation 0.0034 '
+            '(lambda_max 1112 over 1000 images, 2(1+mu)/lambda, mu=0.9), '
+            'per-example 0.0073.') in text
+    assert ('Run `lr_1e-4`: sharpness at initialisation 1000, bound 0.0038'
+            in text)
+    assert ('The sweep: best rate 0.0001, largest rate every seed converged '
+            'at 0.0001, smallest a seed diverged at 0.1.') in text
+  assert '## Range test and curvature bound' in summary
+
+
+def test_no_range_test_section_without_one(sweep, capsys):
+  run_main(sweep, capsys)
+  assert 'Range test' not in (sweep / 'summary.md').read_text()
