@@ -272,7 +272,8 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   if confusion_printed:
     printed.append('\n'.join(confusion_printed))
   if range_tests:
-    printed.append('\n'.join(range_tests[2:]).rstrip())
+    printed.append('\n'.join(line for line in range_tests[2:]
+                             if not line.startswith('![')).rstrip())
   return '\n\n'.join(printed)
 
 

@@ -8,8 +8,11 @@ predictions next to the sweep's best rate and its edges, per batch size.
 """
 
 import json
+import math
 import pathlib
 from typing import Any, Sequence
+
+from matplotlib.figure import Figure
 
 from lettercnn import lr_range
 from lettercnn import report_runs
@@ -59,12 +62,57 @@ def _run_bound_line(run: report_runs.RunSummary) -> str | None:
           f'({initial["formula"]}).')
 
 
+SHARPNESS_PLOT = 'sharpness.png'
+
+
+def plot_sharpness(runs: Sequence[report_runs.RunSummary],
+                   path: pathlib.Path) -> bool:
+  """Each measured run's sharpness against its limit; False if none measured.
+
+  One panel a run: the sharpness (log axis) and the limit 2(1+mu)/lr (or
+  2/lr) it would have to pass for a quadratic to diverge, with the training
+  loss on the right axis, so a collapse shows beside the curvature.
+  """
+  measured = [run for run in runs if run.sharpness is not None]
+  if not measured:
+    return False
+  figure = Figure(figsize=(6.5, 3.2 * len(measured)))
+  axes = figure.subplots(len(measured), 1, squeeze=False)[:, 0]
+  for ax, run in zip(axes, measured):
+    ax.plot(run.sharpness.epochs, run.sharpness.values, 'o-', color='C0',
+            ms=3, label='sharpness (lambda_max)')
+    if run.sharpness_limit is not None:
+      ax.plot(run.sharpness_limit.epochs, run.sharpness_limit.values, '--',
+              color='C3', label='limit 2(1+mu)/lr')
+    ax.set_yscale('log')
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('sharpness')
+    ax.set_title(run.name)
+    if run.train_loss is not None:
+      loss_ax = ax.twinx()
+      loss_ax.plot(run.train_loss.epochs, run.train_loss.values, color='0.6',
+                   lw=0.8, label='training loss')
+      loss_ax.set_ylabel('training loss')
+      finite = [v for v in run.train_loss.values if math.isfinite(v)]
+      if finite:
+        loss_ax.set_ylim(0, max(finite) * 1.1)
+      loss_ax.legend(loc='lower right', fontsize=7)
+    ax.legend(loc='upper left', fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  return True
+
+
 def section(sweep_dir: pathlib.Path, runs: Sequence[report_runs.RunSummary],
             points: Sequence[sweep_points.Point]) -> list[str]:
-  """summary.md's (and the printed) lines on range tests and bounds, or []."""
+  """summary.md's lines on range tests, bounds and sharpness, or [].
+
+  Writes SHARPNESS_PLOT into `sweep_dir` where runs measured sharpness.
+  """
   lines = [_test_line(name, found) for name, found in load(sweep_dir)]
   lines += filter(None, map(_run_bound_line, runs))
-  if not lines:
+  plotted = plot_sharpness(runs, sweep_dir / SHARPNESS_PLOT)
+  if not lines and not plotted:
     return []
   sweep = ['- The sweep' + (f' at batch size {v.batch_size}'
                             if v.batch_size is not None else '') +
@@ -73,4 +121,6 @@ def section(sweep_dir: pathlib.Path, runs: Sequence[report_runs.RunSummary],
            f'{_rate(v.largest_converged)}, smallest a seed diverged at '
            f'{_rate(v.smallest_diverged)}.'
            for v in sweep_points.by_batch_size(points)]
-  return ['## Range test and curvature bound', '', *lines, *sweep, '']
+  return (['## Range test and curvature bound', '', *lines, *sweep, '']
+          + ([f'![Sharpness during training]({SHARPNESS_PLOT})', '']
+             if plotted else []))

@@ -22,7 +22,8 @@ EVENT_FILE_PATTERN = 'events.out.tfevents.*'
 UNKNOWN_STATUS = 'unknown'
 # Scalars the report reads; a directory with none of them is not a run.
 TAGS = ('train_loss', 'train_accuracy', 'learning_rate', 'epoch_train_loss',
-        'epoch_train_accuracy', 'val_loss', 'val_accuracy')
+        'epoch_train_accuracy', 'val_loss', 'val_accuracy', 'sharpness',
+        'sharpness_limit')
 # Learning rate in a run name such as `lr_1e-4` (used when nothing else has it).
 _LR_IN_NAME = re.compile(r'lr_?([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)', re.IGNORECASE)
 
@@ -61,6 +62,10 @@ class RunSummary:
   # status.json's 'initial_sharpness' (lambda_max, bound, formula), where
   # the run measured it (sharpness_every_steps > 0).
   initial_sharpness: dict[str, Any] | None = None
+  # The sharpness measured during training and the limit beside it
+  # (`train.write_sharpness`), None where it was not measured.
+  sharpness: Curve | None = None
+  sharpness_limit: Curve | None = None
 
   @property
   def finished(self) -> bool:
@@ -236,6 +241,8 @@ def load_run(run_dir: pathlib.Path) -> RunSummary | None:
       val_confusion=val_confusion if isinstance(val_confusion, dict) else None,
       initial_sharpness=(status.get('initial_sharpness') if isinstance(
           status.get('initial_sharpness'), dict) else None),
+      sharpness=_curve(scalars, 'sharpness', steps_per_epoch),
+      sharpness_limit=_curve(scalars, 'sharpness_limit', steps_per_epoch),
   )
 
 

@@ -324,6 +324,10 @@ def test_range_test_and_curvature_bound_beside_the_sweep(sweep, tmp_path,
   status['initial_sharpness'] = {'lambda_max': 1000.0, 'bound': 3.8e-3,
                                  'formula': '2(1+mu)/lambda, mu=0.9'}
   status_path.write_text(json.dumps(status))
+  writer = metric_writers.create_default_writer(str(sweep_dir / 'lr_1e-4'))
+  for step, value in ((0, 1000.0), (4, 2000.0), (8, 3500.0)):
+    writer.write_scalars(step, {'sharpness': value, 'sharpness_limit': 38000})
+  writer.close()
 
   code, out, err = run_main(sweep_dir, capsys)
   assert code == 0, err
@@ -341,8 +345,15 @@ def test_range_test_and_curvature_bound_beside_the_sweep(sweep, tmp_path,
     assert ('The sweep: best rate 0.0001, largest rate every seed converged '
             'at 0.0001, smallest a seed diverged at 0.1.') in text
   assert '## Range test and curvature bound' in summary
+  assert '![Sharpness during training](sharpness.png)' in summary
+  with Image.open(sweep_dir / 'sharpness.png') as image:
+    assert image.format == 'PNG' and image.size[1] > 200
+  run = report_runs.load_run(sweep_dir / 'lr_1e-4')
+  assert list(run.sharpness.epochs) == [0, 1, 2]  # 4 steps an epoch.
+  assert list(run.sharpness.values) == [1000.0, 2000.0, 3500.0]
 
 
 def test_no_range_test_section_without_one(sweep, capsys):
   run_main(sweep, capsys)
   assert 'Range test' not in (sweep / 'summary.md').read_text()
+  assert not (sweep / 'sharpness.png').exists()
