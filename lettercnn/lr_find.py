@@ -65,7 +65,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                else 'ran to')
     lines.append(f'seed {curve["seed"]}: {curve["steps_run"]} of '
                  f'{result["num_steps"]} steps, {stopped} '
-                 f'{_format_rate(curve["rates"][-1])}; ' + ', '.join(
+                 f'{_format_rate(curve["rates"][-1])}, loss fell '
+                 f'{curve["loss_drop"]:.0%}; ' + ', '.join(
                      f'{name} {_format_rate(rate)}'
                      for name, rate in curve['suggestions'].items()))
   several = len(result['seeds']) > 1

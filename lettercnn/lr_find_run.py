@@ -12,7 +12,6 @@ import os
 import time
 from typing import Any
 
-from absl import logging
 from clu import metric_writers
 from flax import jax_utils
 import jax
@@ -120,8 +119,9 @@ def _plot(result: dict[str, Any], path: str) -> None:
   for i, (label, rate) in enumerate(marks.items()):
     ax.axvline(rate, color=f'C{i + 1}', ls=':' if 'bound' in label else '--',
                label=label)
-  ax.axvline(result['recommended'], color='k', lw=1.5,
-             label=f'recommended {result["recommended"]:.2g}')
+  if result['recommended'] is not None:
+    ax.axvline(result['recommended'], color='k', lw=1.5,
+               label=f'recommended {result["recommended"]:.2g}')
   if math.isfinite(lowest):
     ax.set_ylim(0.8 * lowest, 4.2 * lowest)
   ax.set_xscale('log')
@@ -182,7 +182,8 @@ def _range_test(config: ml_collections.ConfigDict,
                            num_steps=cfg.num_steps)
   return {'seed': seed, 'steps_run': len(curve.losses), 'rates': curve.rates,
           'losses': curve.losses, 'smoothed': curve.smoothed,
-          'suggestions': curve.suggestions}
+          'suggestions': curve.suggestions,
+          'loss_drop': lr_range.loss_drop(curve.smoothed, cfg.num_steps)}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
@@ -207,7 +208,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   curves = [_range_test(config, pipeline, devices, num_classes, seed)
             for seed in range(config.seed, config.seed + cfg.seeds)]
   per_seed = [curve['suggestions'] for curve in curves]
-  recommended, reason = lr_range.recommend(per_seed)
+  recommended, reason = lr_range.recommend(
+      per_seed, [curve['loss_drop'] for curve in curves],
+      initial_sharpness['bound'])
   finished = time.monotonic()
   result = {
       'config_name': os.path.basename(os.path.normpath(workdir)),
@@ -229,5 +232,4 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   os.replace(path + '.tmp', path)
   _plot(result, os.path.join(workdir, PLOT_FILE))
   _write_events(workdir, result)
-  logging.info('lr_find: recommended %.3g.', recommended)
   return result

@@ -159,22 +159,51 @@ def median_rate(values: Sequence[float]) -> float:
   return float(np.exp(np.median(np.log(np.asarray(values, np.float64)))))
 
 
-RECOMMENDED = 'minimum_div_10'
+# A test whose smoothed loss falls less than this (a fraction of its level
+# at the start) learned nothing its suggestions could come from: the TF
+# LeNet's tests fell 3-10%, the Caffe LeNet's 20-32% (README).
+MIN_DROP = 0.15
+# Where no test is informative, a decade below the curvature bound.
+BOUND_DIVISOR = 10.0
 
 
-def recommend(per_seed: Sequence[dict[str, float]]) -> tuple[float, str]:
-  """The rate to train at, over one or more seeds' suggestions, and why.
+def loss_drop(smoothed_losses: Sequence[float], num_steps: int) -> float:
+  """How far the smoothed loss falls, as a fraction of where it starts.
 
-  fastai's conservative rule, minimum / 10: the smoothed loss reaches its
-  minimum only just before it blows up, and a training run far longer than
-  the test meets instability sooner (sharpness grows as it trains), so the
-  valley and the steepest fall, which sit within a few times the blow-up,
-  are too close to the edge. Over several seeds, the median of theirs.
+  On fastai's view of the curve: from the median of its first tenth (the
+  start, less the noise of single points) to its minimum.
   """
-  rates_ = [s[RECOMMENDED] for s in per_seed]
-  reason = ('minimum / 10: a decade below the smoothed minimum, which comes '
-            'just before the blow-up')
-  if len(rates_) > 1:
-    reason += (f'; median of {len(rates_)} seeds, which spread it '
-               f'{spread(rates_):.2g}x')
-  return median_rate(rates_), reason
+  _, losses = _trimmed(np.arange(len(smoothed_losses), dtype=np.float64),
+                       np.asarray(smoothed_losses, np.float64), num_steps)
+  start = float(np.median(losses[:max(1, len(losses) // 10)]))
+  return (start - float(np.min(losses))) / start
+
+
+def recommend(per_seed: Sequence[dict[str, float]], drops: Sequence[float],
+              bound: float | None) -> tuple[float | None, str]:
+  """The rate to train at, over one or more seeds' tests, and why.
+
+  fastai's conservative rule, minimum / 10, for the tests whose loss fell by
+  MIN_DROP or more: the smoothed loss reaches its minimum only just before
+  it blows up, and a run far longer than the test meets instability sooner
+  (sharpness grows as it trains), so the valley and the steepest fall, which
+  sit within a few times the blow-up, are too close to the edge. Over
+  several seeds, the median of theirs. If no test's loss fell that far, the
+  suggestions are noise on a flat curve: then the curvature bound at
+  initialisation / BOUND_DIVISOR, or None without a bound.
+  """
+  informative = [s['minimum_div_10'] for s, drop in zip(per_seed, drops)
+                 if drop >= MIN_DROP]
+  if informative:
+    reason = ('minimum / 10: a decade below the smoothed minimum, which comes '
+              'just before the blow-up')
+    if len(per_seed) > 1:
+      reason += (f'; median of {len(informative)} of {len(per_seed)} seeds, '
+                 f'which spread it {spread(informative):.2g}x')
+    return median_rate(informative), reason
+  flat = (f'the loss fell at most {max(drops):.0%} during the test (under '
+          f'{MIN_DROP:.0%}): its suggestions are noise on a flat curve')
+  if bound is None:
+    return None, flat + ', and the solver has no curvature bound'
+  return bound / BOUND_DIVISOR, (f'{flat}; a decade below the curvature '
+                                 'bound instead')

@@ -14,7 +14,7 @@ from lettercnn import tb_events
 TINY = ['--config.examples_per_class=8', '--config.num_devices=1',
         '--config.batch_size=1', '--config.lr_find.num_steps=150',
         '--config.lr_find.min_lr=1e-5', '--config.lr_find.max_lr=100',
-        '--config.sharpness_examples=20', '--config.sharpness_max_iterations=30']
+        '--config.sharpness_examples=20', '--config.sharpness_max_iterations=10']
 
 
 def _lr_find(workdir, data_dir, *overrides):
@@ -44,10 +44,16 @@ def test_range_test_writes_curve_suggestions_and_bound(tmp_path, data_dir):
     assert curve['rates'][0] == pytest.approx(1e-5)
     assert set(curve['suggestions']) == {'valley', 'steepest',
                                          'minimum_div_10'}
-  assert found['recommended'] == pytest.approx(
-      (found['seeds'][0]['suggestions']['minimum_div_10']
-       * found['seeds'][1]['suggestions']['minimum_div_10'])**0.5)
   sharp = found['sharpness']
+  informative = [c['suggestions']['minimum_div_10'] for c in found['seeds']
+                 if c['loss_drop'] >= 0.15]
+  if len(informative) == 2:
+    assert found['recommended'] == pytest.approx(
+        (informative[0] * informative[1])**0.5)
+  elif informative:
+    assert found['recommended'] == pytest.approx(informative[0])
+  else:
+    assert found['recommended'] == pytest.approx(sharp['bound'] / 10)
   assert sharp['examples'] == 20 and sharp['lambda_max'] > 0
   assert sharp['bound'] == pytest.approx(2 * 1.9 / sharp['lambda_max'])
   assert sharp['batch_sharpness'] > 0  # Batch size 1.

@@ -80,13 +80,29 @@ def test_range_test_stops_where_gradient_descent_diverges():
     assert 0.1 < stopped_at < 0.2, (seed, stopped_at)
 
 
-def test_recommendation_is_the_median_of_seeds_minimum_div_10():
+def test_loss_drop_is_from_the_start_to_the_minimum():
+  # Trimmed points 3-25; the first tenth (2 points) are 2.0; the minimum 0.8.
+  assert lr_range.loss_drop(LOSSES, num_steps=31) == pytest.approx(0.6)
+
+
+def test_recommendation_is_the_median_of_informative_seeds_minimum_div_10():
   per_seed = [{'minimum_div_10': r, 'valley': 1.0, 'steepest': 1.0}
-              for r in (1e-4, 4e-4, 2e-4)]
-  rate, reason = lr_range.recommend(per_seed)
+              for r in (1e-4, 4e-4, 2e-4, 1e-9)]
+  # The last seed's loss barely fell: its minimum is noise, left out.
+  rate, reason = lr_range.recommend(per_seed, [0.3, 0.2, 0.25, 0.05],
+                                    bound=3e-3)
   assert rate == pytest.approx(2e-4)
-  assert 'median of 3 seeds' in reason and '4x' in reason
+  assert 'median of 3 of 4 seeds' in reason and '4x' in reason
   assert lr_range.spread([1e-4, 4e-4, 2e-4]) == pytest.approx(4.0)
+
+
+def test_a_flat_curve_falls_back_to_the_curvature_bound():
+  per_seed = [{'minimum_div_10': r} for r in (1e-9, 1e-3)]
+  rate, reason = lr_range.recommend(per_seed, [0.05, 0.1], bound=0.06)
+  assert rate == pytest.approx(0.006)
+  assert 'fell at most 10%' in reason and 'curvature bound' in reason
+  rate, reason = lr_range.recommend(per_seed, [0.05, 0.1], bound=None)
+  assert rate is None and 'no curvature bound' in reason
 
 
 def test_too_short_a_test_is_a_clear_error():
