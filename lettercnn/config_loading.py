@@ -7,6 +7,8 @@ sweep reports a bad point in the same words, before it starts any run.
 
 import os
 import re
+import sys
+from typing import Callable
 
 from absl import flags
 import ml_collections
@@ -89,3 +91,24 @@ def default_workdir(config_path: str, root: str = 'runs') -> str:
     index = len(parts) - 1 - parts[::-1].index('configs')
     return os.path.join(root, *parts[index + 1:])
   return os.path.join(root, parts[-1])
+
+
+def define_config_flag() -> None:
+  """Defines --config, required: an experiment config file, fields locked."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Experiment config file (configs/*.py).',
+      lock_config=True)
+  flags.mark_flags_as_required(['config'])
+
+
+def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
+  """absl's `flags_parser` for `program`: a bad config is one line, exit 2."""
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return parse_config_flags(argv, flags.FLAGS)
+    except errors.InputError as e:
+      print(f'{program}: error: {e}', file=sys.stderr)
+      sys.exit(2)
+
+  return parse

@@ -40,17 +40,7 @@ FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where lr_find.json, lr_find.png and the TensorBoard '
     'events go (default: runs/lr_find/<config file stem>).')
-config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
-flags.mark_flags_as_required(['config'])
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags; a bad config file or field is one error line, exit 2."""
-  try:
-    return config_loading.parse_config_flags(argv, FLAGS)
-  except errors.InputError as e:
-    print(f'lr_find: error: {e}', file=sys.stderr)
-    sys.exit(2)
+config_loading.define_config_flag()
 
 
 def _format_rate(rate: float | None) -> str:
@@ -115,4 +105,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=config_loading.flags_parser('lr_find'))

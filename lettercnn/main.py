@@ -25,18 +25,7 @@ FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, TensorBoard events and '
     'status.json (default: runs/<config file stem>).')
-config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/*.py).', lock_config=True)
-flags.mark_flags_as_required(['config'])
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """Parses flags; a bad config file or field is one error line, exit 2."""
-  try:
-    return config_loading.parse_config_flags(argv, FLAGS)
-  except errors.InputError as e:
-    print(f'lettercnn: error: {e}', file=sys.stderr)
-    sys.exit(2)
+config_loading.define_config_flag()
 
 
 def _fail(error: Exception, exit_code: int = 1) -> None:
@@ -87,4 +76,4 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=config_loading.flags_parser('lettercnn'))
