@@ -70,7 +70,6 @@ def _losses(config: ml_collections.ConfigDict, pipeline: input_pipeline.Pipeline
         losses.append(float(loss))
         if average.add(losses[-1]) or len(losses) == num_rates:
           return losses
-  raise AssertionError('unreachable: epochs never end')
 
 
 def _initial_sharpness(config: ml_collections.ConfigDict,

@@ -193,17 +193,22 @@ def batch_sharpness(apply_fn: Callable[..., jax.Array], params: PyTree,
   return total / count if count else math.nan
 
 
-def stability_factor(config: ml_collections.ConfigDict) -> float | None:
-  """c in lr < c / lambda, the quadratic's stability edge for config's solver.
+# Each solver's stability edge on a quadratic, lr < factor(mu) / lambda, and
+# the factor as text. Either momentum form: at a fixed rate they are the
+# same update. The adaptive solvers have none: their step is not a fixed
+# multiple of the gradient.
+_EDGES = {
+    'sgd': ('2/lambda', lambda mu: 2.0),
+    'momentum': ('2(1+mu)/lambda', lambda mu: 2.0 * (1 + mu)),
+    'nesterov': ('2(1+mu)/((1+2mu) lambda)',
+                 lambda mu: 2.0 * (1 + mu) / (1 + 2 * mu)),
+}
 
-  2 for plain SGD, 2(1+mu) for heavy-ball momentum (either momentum form: at
-  a fixed rate they are the same update), 2(1+mu)/(1+2mu) for Nesterov's;
-  None for the adaptive solvers, whose step is not a fixed multiple of the
-  gradient.
-  """
-  mu = config.momentum
-  return {'sgd': 2.0, 'momentum': 2.0 * (1 + mu),
-          'nesterov': 2.0 * (1 + mu) / (1 + 2 * mu)}.get(config.optimizer)
+
+def stability_factor(config: ml_collections.ConfigDict) -> float | None:
+  """c in lr < c / lambda for config's solver (`_EDGES`); None if adaptive."""
+  edge = _EDGES.get(config.optimizer)
+  return None if edge is None else edge[1](config.momentum)
 
 
 def stable_rate_bound(config: ml_collections.ConfigDict,
@@ -220,10 +225,12 @@ def stable_rate_bound(config: ml_collections.ConfigDict,
 
 def bound_formula(config: ml_collections.ConfigDict) -> str:
   """`stable_rate_bound`'s formula for config's solver, as text."""
-  mu = config.momentum
-  return {'sgd': '2/lambda', 'momentum': f'2(1+mu)/lambda, mu={mu:g}',
-          'nesterov': f'2(1+mu)/((1+2mu) lambda), mu={mu:g}'}.get(
-              config.optimizer, f'none for {config.optimizer}')
+  edge = _EDGES.get(config.optimizer)
+  if edge is None:
+    return f'none for {config.optimizer}'
+  if config.optimizer == 'sgd':
+    return edge[0]
+  return f'{edge[0]}, mu={config.momentum:g}'
 
 
 class Tracker:
