@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lettercnn import distributed
 from lettercnn import errors
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -263,48 +264,43 @@ class Checkpointer:
     return (f'the checkpoint at step {steps[0]} is intact' if steps
             else 'there is no earlier checkpoint')
 
-  def latest_meta(self) -> Snapshot | None:
-    """The newest checkpoint whose metadata reads, without its arrays.
-
-    Reads only; for telling which run a workdir holds before training.
-    """
-    for step in self.steps():
-      try:
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-      except Exception:  # pylint: disable=broad-except
-        continue  # Unreadable: restore_latest sets it aside.
-      meta = dict(restored['meta'])
-      meta.pop('arrays_sha256', None)
-      return Snapshot(step=step, arrays=None, meta=meta)
-    return None
-
   def restore_latest(self, template: Any) -> Snapshot | None:
     """The newest intact checkpoint, shaped like `template`; None if none.
 
     Corrupt checkpoints are set aside, newest first, until one verifies.
+    In a multi-process run every process calls it: each reads the same
+    files, so all restore the same step, and process 0 alone moves the
+    corrupt ones.
 
     Raises:
       IncompatibleCheckpoint: the newest intact checkpoint does not fit
         `template`; nothing is moved.
     """
-    expected = _as_saved(template)
     for step in self.steps():
       try:
         arrays, meta = _read_verified(self._manager, step)
       except _Unreadable as e:
         self._set_aside(step, str(e))
         continue
-      difference = first_difference(arrays, expected)
-      if difference is not None:
-        raise IncompatibleCheckpoint(
-            f'the checkpoint at step {step} in '
-            f'{self._directory} is intact but does '
-            f'not fit this code: {difference}; resume it with the code that '
-            'wrote it, or train into another --workdir')
-      return Snapshot(step=step, meta=meta,
-                      arrays=serialization.from_state_dict(template, arrays))
+      return self._fitted(template, step, arrays, meta)
     return None
+
+  def _fitted(self, template: Any, step: int, arrays: Any,
+              meta: dict[str, Any]) -> Snapshot:
+    """The verified checkpoint at `step` as a Snapshot shaped like `template`.
+
+    Raises:
+      IncompatibleCheckpoint: its arrays do not fit `template`.
+    """
+    difference = first_difference(arrays, _as_saved(template))
+    if difference is not None:
+      raise IncompatibleCheckpoint(
+          f'the checkpoint at step {step} in '
+          f'{self._directory} is intact but does '
+          f'not fit this code: {difference}; resume it with the code that '
+          'wrote it, or train into another --workdir')
+    return Snapshot(step=step, meta=meta,
+                    arrays=serialization.from_state_dict(template, arrays))
 
   def _set_aside(self, step: int, reason: str) -> None:
     """Moves a corrupt checkpoint out of the manager's way, keeping it."""
@@ -312,9 +308,11 @@ class Checkpointer:
     target = os.path.join(self._workdir, CORRUPT_DIR, str(step))
     logging.warning('Checkpoint at step %d is corrupt (%s); moved to %s, '
                     'trying the previous one.', step, reason, target)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(source, target)
+    if distributed.is_primary():
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      shutil.rmtree(target, ignore_errors=True)
+      os.replace(source, target)
+    distributed.agreed(lambda: None)  # No process reloads before the move.
     self._manager.reload()
 
   def close(self) -> None:
@@ -328,7 +326,8 @@ class CheckpointReader:
 
   Unlike `Checkpointer` it creates no folder, removes no temporary one and
   sets no corrupt checkpoint aside, so it may read a run that is training, or
-  one on a read-only disk.
+  one on a read-only disk. It reads for this process alone, even in a
+  multi-process run (where a `Checkpointer` needs every process).
   """
 
   def __init__(self, workdir: str):
@@ -342,7 +341,10 @@ class CheckpointReader:
             os.path.abspath(directory),
             options=ocp.CheckpointManagerOptions(
                 read_only=True, save_interval_steps=0, max_to_keep=None,
-                create=False, cleanup_tmp_directories=False))
+                create=False, cleanup_tmp_directories=False,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=jax.process_index(),
+                    active_processes={jax.process_index()})))
     self._latest = self._folders.get(os.path.join(workdir, CHECKPOINT_DIR))
     self._best = self._folders.get(os.path.join(workdir, BEST_DIR))
 
@@ -351,6 +353,22 @@ class CheckpointReader:
     if self._latest is None:
       return []
     return sorted(self._latest.all_steps(), reverse=True)
+
+  def latest_meta(self) -> Snapshot | None:
+    """The newest latest checkpoint whose metadata reads, without its arrays.
+
+    For telling which run a workdir holds before training.
+    """
+    for step in self.steps():
+      try:
+        restored = self._latest.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      except Exception:  # pylint: disable=broad-except
+        continue  # Unreadable: the run's restore_latest sets it aside.
+      meta = dict(restored['meta'])
+      meta.pop('arrays_sha256', None)
+      return Snapshot(step=step, arrays=None, meta=meta)
+    return None
 
   def best_step(self) -> int | None:
     """The step of the best checkpoint, or None if the run has none."""

@@ -88,7 +88,16 @@ def _check_lr_policy(config: ml_collections.ConfigDict) -> None:
 
 
 def num_devices_to_use(config: ml_collections.ConfigDict) -> int:
-  """The device count a run uses: `config.num_devices`, or all local ones."""
+  """The device count a run uses: `config.num_devices`, or all local ones.
+
+  A multi-process run uses every process's devices, all of them.
+  """
+  if jax.process_count() > 1:
+    _require(config.num_devices in (0, jax.device_count()),
+             f'num_devices={config.num_devices}, but a run of '
+             f'{jax.process_count()} processes trains on all their '
+             f'{jax.device_count()} devices; leave num_devices at 0')
+    return jax.device_count()
   available = jax.local_device_count()
   requested = config.num_devices or available
   _require(0 < requested <= available,

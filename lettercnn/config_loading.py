@@ -101,14 +101,20 @@ def define_config_flag() -> None:
   flags.mark_flags_as_required(['config'])
 
 
-def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
-  """absl's `flags_parser` for `program`: a bad config is one line, exit 2."""
+def flags_parser(program: str,
+                 quiet: bool = False) -> Callable[[list[str]], list[str]]:
+  """absl's `flags_parser` for `program`: a bad config is one line, exit 2.
+
+  `quiet` exits without the line: for the processes of a multi-process job
+  other than process 0, which prints it.
+  """
 
   def parse(argv: list[str]) -> list[str]:
     try:
       return parse_config_flags(argv, flags.FLAGS)
     except errors.InputError as e:
-      print(f'{program}: error: {e}', file=sys.stderr)
+      if not quiet:
+        print(f'{program}: error: {e}', file=sys.stderr)
       sys.exit(2)
 
   return parse

@@ -17,6 +17,7 @@ DIGITS' input scale after it, as DIGITS does: (image - mean) * scale.
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import os
 import re
@@ -357,15 +358,35 @@ def _training_mean(train: tf.data.Dataset, mode: str) -> np.ndarray | None:
   return mean
 
 
+@dataclasses.dataclass(frozen=True)
+class ProcessShare:
+  """The part of every batch one process of a multi-process run feeds.
+
+  `device_rows`: the positions of its devices among the run's `num_devices`
+  (each device takes `batch_size // num_devices` consecutive examples of a
+  global batch); `index` of `count` processes, for validation batches, which
+  processes take in turn.
+  """
+  device_rows: tuple[int, ...]
+  index: int = 0
+  count: int = 1
+
+
 class Pipeline:
   """Preprocessed, in-memory-cached splits and the batches drawn from them.
 
   `mean` is what every batch, training and validation alike, has had
   subtracted (`config.mean_subtraction`): the training split's mean image
   (H, W, C), its mean of each channel (C,), or None.
+
+  With a `share` (multi-process runs), every process shuffles the same
+  global batches, as one process would, and keeps only its share of each:
+  its devices' rows of a training batch, and every `share.count`-th
+  validation batch. Without one, this process feeds all `num_devices`.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, num_devices: int):
+  def __init__(self, config: ml_collections.ConfigDict, num_devices: int,
+               share: ProcessShare | None = None):
     # config_checks rejects it first; this guard keeps other callers from
     # reading the whole dataset before failing on it.
     if config.mean_subtraction not in config_checks.MEAN_SUBTRACTIONS:
@@ -376,6 +397,7 @@ class Pipeline:
         config, functools.partial(_cached, config))
     self.mean = _training_mean(self._train, config.mean_subtraction)
     self.num_devices = num_devices
+    self.share = share or ProcessShare(tuple(range(num_devices)))
     self.batch_size = config.batch_size
     self.seed = config.seed
 
@@ -390,7 +412,8 @@ class Pipeline:
     function of (seed, epoch) alone, so a resumed run sees the same batches
     as an uninterrupted one; the incomplete last batch of an epoch is
     dropped. Images come shaped (devices, steps, per_device_batch,
-    H, W, C), labels (devices, steps, per_device_batch). Chunks end at the
+    H, W, C), labels (devices, steps, per_device_batch), for the devices of
+    `share`, which alone have their mean subtracted. Chunks end at the
     multiples of `STEPS_PER_CHUNK` counted from the start of the epoch, and
     at its end, so a run resumed mid-epoch cuts the rest of the epoch as an
     uninterrupted one does: the first chunk may be shorter, and so may the
@@ -400,15 +423,19 @@ class Pipeline:
     first_chunk, first_step = divmod(start_step, STEPS_PER_CHUNK)
     dataset = self._epoch_batches(epoch).batch(STEPS_PER_CHUNK)
     dataset = dataset.skip(first_chunk).prefetch(2)
+    rows = self.share.device_rows
+    everything = rows == tuple(range(self.num_devices))
     for chunk in dataset.as_numpy_iterator():
-      images = self._mean_subtracted(chunk['image'][first_step:])
+      images = chunk['image'][first_step:]
       labels = chunk['label'][first_step:]
       first_step = 0
       steps = len(labels)
       images = images.reshape(
           (steps, self.num_devices, per_device) + images.shape[2:])
       labels = labels.reshape((steps, self.num_devices, per_device))
-      yield {'image': np.swapaxes(images, 0, 1),
+      if not everything:
+        images, labels = images[:, rows], labels[:, rows]
+      yield {'image': np.swapaxes(self._mean_subtracted(images), 0, 1),
              'label': np.swapaxes(labels, 0, 1)}
 
   def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
@@ -460,8 +487,13 @@ class Pipeline:
     The last batch is padded with zeros; 'mask' marks the real examples, so
     every example counts once and compiled shapes never change. The images
     have the training split's `mean` subtracted, as the model was trained.
+    A process of several yields only its share: batches `share.index`,
+    `share.index + share.count`, ...
     """
-    for batch in self._validation.batch(batch_size).as_numpy_iterator():
+    batches = self._validation.batch(batch_size)
+    if self.share.count > 1:
+      batches = batches.shard(self.share.count, self.share.index)
+    for batch in batches.as_numpy_iterator():
       num_real = len(batch['label'])
       pad = batch_size - num_real
       yield {

@@ -2,19 +2,25 @@
 
 --workdir defaults to runs/<config file stem>. Any config field can be
 overridden with --config.FIELD=VALUE; unknown fields are an error.
+
+With --distributed, every process of a multi-process job runs this same
+command and they train one model together (`lettercnn.distributed`).
 """
 
+import os
 import sys
 from typing import Any
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 
 from lettercnn import config_checks
 from lettercnn import config_loading
+from lettercnn import distributed
 from lettercnn import errors
 from lettercnn import library_logs
 from lettercnn import run_status
@@ -25,12 +31,31 @@ FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, TensorBoard events and '
     'status.json (default: runs/<config file stem>).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Train one model across the processes of a '
+    'multi-process job with jax.distributed; every process runs the same '
+    'command (see the README).')
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    'coordinator_address', None, 'With --distributed: host:port of process 0 '
+    '(default: from the cluster environment, e.g. SLURM or Cloud TPU).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'With --distributed: the number of processes '
+    '(default: from the cluster environment).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, "With --distributed: this process's index (default: "
+    'from the cluster environment).')
 config_loading.define_config_flag()
 
 
-def _fail(error: Exception, exit_code: int = 1) -> None:
-  print(f'lettercnn: error: {error}', file=sys.stderr, flush=True)
-  sys.exit(exit_code)
+def _fail(error: Exception) -> None:
+  distributed.print_error('lettercnn', error)
+  sys.exit(distributed.exit_code(error))
+
+
+def _say(message: str) -> None:
+  """Prints `message` (on process 0 only, in a multi-process run)."""
+  if distributed.is_primary():
+    print(message, flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -39,22 +64,22 @@ def main(argv: list[str]) -> None:
   config = FLAGS.config
   workdir = _WORKDIR.value or config_loading.default_workdir(
       config_flags.get_config_filename(FLAGS['config']))
-  print(f'workdir: {workdir}', flush=True)
   try:
+    if _DISTRIBUTED.value:
+      distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
+                             _PROCESS_ID.value)
+    _say(f'workdir: {workdir}')
     # Checked before TensorFlow loads and before any data or compilation.
     num_devices = config_checks.check_config(config)
-    with workdir_guard.locked(workdir):
-      existing = workdir_guard.existing_run(config, workdir, num_devices)
+    with workdir_guard.claimed(config, workdir, num_devices) as existing:
       if existing is not None and existing['status'] in run_status.FINISHED:
-        print('already finished, nothing to train: '
-              f'{run_status.describe(existing)}')
+        _say('already finished, nothing to train: '
+             f'{run_status.describe(existing)}')
         return
       status = _train(config, workdir)
-  except workdir_guard.Busy as e:
-    _fail(e, workdir_guard.BUSY_EXIT_CODE)
   except errors.InputError as e:
     _fail(e)
-  print(f'{workdir}: {run_status.describe(status)}')
+  _say(f'{workdir}: {run_status.describe(status)}')
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -73,7 +98,23 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   except train.Preempted as e:
     logging.warning('%s', e)
     sys.exit(e.exit_code)
+  except errors.InputError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if jax.process_count() == 1:
+      raise
+    # In a multi-process run, most often a collective that failed because
+    # another process died. Exit now: at a normal exit jax.distributed's
+    # shutdown barrier would wait for the dead process until its heartbeat
+    # timeout.
+    logging.exception('Process %d failed.', jax.process_index())
+    print(f'lettercnn: error: process {jax.process_index()} failed '
+          f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); when a '
+          'collective failed, another process of this run most likely died '
+          'first: see its log', file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=config_loading.flags_parser('lettercnn'))
+  app.run(main, flags_parser=config_loading.flags_parser(
+      'lettercnn', quiet=distributed.launch_index(sys.argv) > 0))

@@ -4,6 +4,7 @@ Data flows one way: config -> input pipeline -> train loop -> writers -> status.
 """
 
 import dataclasses
+import functools
 import math
 import signal
 import time
@@ -26,6 +27,7 @@ from lettercnn import checkpointing
 from lettercnn import config_checks
 from lettercnn import confusion
 from lettercnn import confusion_plots
+from lettercnn import distributed
 from lettercnn import hparams_summary
 from lettercnn import input_pipeline
 from lettercnn import models
@@ -155,7 +157,7 @@ class ChunkedTrainStep:
   """`chunk_fn` pmap-ed over `devices`, for chunks of up to `max_steps`.
 
   Called with chunks from `Pipeline.train_chunks`, shaped (devices, steps,
-  per_device_batch, ...); shorter chunks are padded to `max_steps`, so one
+  per_device_batch, ...), for this process's devices of `devices`; shorter chunks are padded to `max_steps`, so one
   compiled program (with `_CPU_COMPILER_OPTIONS` on CPU) runs them all.
   `chunk_fn(state, carry, chunk, num_steps)` is `train_chunk` (the carry:
   train metrics) or a variant of it that records something else (the LR
@@ -167,7 +169,8 @@ class ChunkedTrainStep:
                chunk_fn: Callable[..., Any] = train_chunk):
     self._pmapped = jax.pmap(chunk_fn, axis_name='batch', devices=devices,
                              donate_argnums=(0, 1))
-    self._num_devices = len(devices)
+    # Arguments hold a row for each of this process's devices.
+    self._num_devices = len(distributed.local_rows(devices))
     self._max_steps = max_steps
     self._options = (_CPU_COMPILER_OPTIONS
                      if devices[0].platform == 'cpu' else None)
@@ -183,6 +186,11 @@ class ChunkedTrainStep:
                          [(0, 0)] * (v.ndim - 2)) for k, v in chunk.items()}
     num_steps = np.full((self._num_devices,), steps, np.int32)
     args = (state, carry, chunk, num_steps)
+    if jax.process_count() > 1:
+      # A program compiled ahead of time takes global arrays in a
+      # multi-process run, where pmap itself takes this process's rows; it
+      # then compiles without `_CPU_COMPILER_OPTIONS`.
+      return self._pmapped(*args)
     key = (jax.tree.structure(args),
            tuple(np.shape(x) for x in jax.tree.leaves(args)))
     if key not in self._compiled:
@@ -217,11 +225,18 @@ _jit_eval_step = jax.jit(eval_step, static_argnums=1)
 def evaluate(params, apply_fn: Callable[..., jax.Array],
              pipeline: input_pipeline.Pipeline,
              batch_size: int) -> dict[str, float]:
-  """Loss and accuracy over the whole validation split, each example once."""
-  totals = None
+  """Loss and accuracy over the whole validation split, each example once.
+
+  In a multi-process run each process evaluates its share of the batches,
+  and the sums are merged over the processes.
+  """
+  totals = EvalMetrics.empty()
   for batch in pipeline.validation_batches(batch_size):
-    batch_metrics = _jit_eval_step(params, apply_fn, batch)
-    totals = batch_metrics if totals is None else totals.merge(batch_metrics)
+    totals = totals.merge(_jit_eval_step(params, apply_fn, batch))
+  # Merged as JAX arrays, as one process's are: float32, not numpy's float64.
+  totals = functools.reduce(EvalMetrics.merge, [
+      jax.tree.map(jnp.asarray, part)
+      for part in distributed.gather_hosts(totals)])
   return {k: float(v) for k, v in totals.compute().items()}
 
 
@@ -234,21 +249,28 @@ _reduce_over_devices = jax.jit(lambda metrics: metrics.reduce())
 class _TrainMetricsAccumulator:
   """Train metrics summed on device, read (one host sync) when flushed.
 
-  `on_device` holds one collection per device since the last flush;
-  `epoch_total` (on the host) merges the flushed intervals of this epoch.
+  `on_device` holds one collection per device of this process since the
+  last flush; `epoch_total` (on the host) merges the flushed intervals of
+  this epoch, over all of the run's `devices`.
   """
 
   def __init__(self, devices: list[jax.Device]):
     self._devices = devices
+    self._local_devices = [devices[i] for i in distributed.local_rows(devices)]
     self.on_device = self._empty_on_device()
     self.epoch_total = TrainMetrics.empty()
 
   def _empty_on_device(self) -> TrainMetrics:
-    return jax_utils.replicate(TrainMetrics.empty(), self._devices)
+    return jax_utils.replicate(TrainMetrics.empty(), self._local_devices)
+
+  def _all_devices(self) -> TrainMetrics:
+    """Every device's interval metrics on the host, all processes' included."""
+    return distributed.gather_device_rows(jax.device_get(self.on_device),
+                                          self._devices)
 
   def flush(self) -> dict[str, float]:
     """Returns the interval's loss and accuracy and starts a new interval."""
-    interval = _reduce_over_devices(jax.device_get(self.on_device))
+    interval = _reduce_over_devices(self._all_devices())
     self.on_device = self._empty_on_device()
     self.epoch_total = self.epoch_total.merge(interval)
     return {k: float(v) for k, v in interval.compute().items()}
@@ -260,12 +282,14 @@ class _TrainMetricsAccumulator:
     return epoch
 
   def snapshot(self) -> dict[str, TrainMetrics]:
-    return {'interval': jax.device_get(self.on_device),
+    return {'interval': self._all_devices(),
             'epoch': jax.device_get(self.epoch_total)}
 
   def restore(self, arrays: dict[str, TrainMetrics]) -> None:
     sharding = jax.tree.leaves(self.on_device)[0].sharding
-    self.on_device = jax.device_put(arrays['interval'], sharding)
+    rows = list(distributed.local_rows(self._devices))
+    self.on_device = jax.device_put(
+        jax.tree.map(lambda x: x[rows], arrays['interval']), sharding)
     self.epoch_total = arrays['epoch']
 
 
@@ -279,11 +303,23 @@ class Preempted(Exception):
 
 
 class _StopSignals:
-  """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps.
 
-  def __init__(self):
+  In a multi-process run the processes vote at each check, so that all stop
+  at the same step when any of them got a signal.
+  """
+
+  def __init__(self, devices: list[jax.Device]):
     self.signum = None
     self._previous = {}
+    self._vote = (distributed.StopVote(devices) if jax.process_count() > 1
+                  else None)
+
+  def requested(self) -> bool:
+    """Whether to stop now (a collective in a multi-process run)."""
+    if self._vote is not None:
+      self.signum = self._vote(self.signum or 0) or None
+    return self.signum is not None
 
   def __enter__(self) -> '_StopSignals':
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -461,10 +497,14 @@ class _Run:
 def _set_up(config: ml_collections.ConfigDict, workdir: str,
             num_devices: int) -> tuple[_Setup, train_state.TrainState]:
   """Builds the data, schedule and model; returns them and the initial state."""
-  devices = jax.local_devices()[:num_devices]
-  logging.info('Training on %d %s device(s), global batch %d.', num_devices,
-               jax.default_backend(), config.batch_size)
-  pipeline = input_pipeline.Pipeline(config, num_devices)
+  devices = distributed.run_devices(num_devices)
+  logging.info('Training on %d %s device(s) in %d process(es), global batch '
+               '%d.', num_devices, jax.default_backend(),
+               jax.process_count(), config.batch_size)
+  pipeline = input_pipeline.Pipeline(
+      config, num_devices, input_pipeline.ProcessShare(
+          distributed.local_rows(devices), jax.process_index(),
+          jax.process_count()))
   logging.info('%d train / %d validation images, %d classes, %d steps/epoch.',
                pipeline.splits.num_train, pipeline.splits.num_validation,
                pipeline.splits.num_classes, pipeline.steps_per_epoch)
@@ -510,16 +550,21 @@ def _restore(setup: _Setup, state: train_state.TrainState) -> _Run:
   metrics = _TrainMetricsAccumulator(setup.devices)
   snapshot = setup.checkpointer.restore_latest(
       {'state': state, 'metrics': metrics.snapshot()})
+  primary = distributed.is_primary()
   if snapshot is None:
-    tb_events.set_aside_events(setup.workdir)
+    if primary:
+      tb_events.set_aside_events(setup.workdir)
     status, step = _new_status(setup), 0
   else:
     state, status, step = (snapshot.arrays['state'], snapshot.meta,
                            snapshot.step)
     metrics.restore(snapshot.arrays['metrics'])
     logging.info('Resuming from the checkpoint at step %d.', step)
-    tb_events.drop_events_after(setup.workdir, step)
-  return _Run(state=jax_utils.replicate(state, setup.devices), metrics=metrics,
+    if primary:
+      tb_events.drop_events_after(setup.workdir, step)
+  local_devices = [setup.devices[i]
+                   for i in distributed.local_rows(setup.devices)]
+  return _Run(state=jax_utils.replicate(state, local_devices), metrics=metrics,
               step=step, status=status,
               wall_time_before_s=status['wall_time_s'],
               started=time.monotonic())
@@ -595,19 +640,19 @@ def _train_epochs(setup: _Setup, run: _Run,
         'lambda_max': eigen.value,
         'bound': sharpness.stable_rate_bound(config, eigen.value),
         'formula': sharpness.bound_formula(config)}
-  with _StopSignals() as stop:
+  with _StopSignals(setup.devices) as stop:
     for epoch in range(run.step // setup.steps_per_epoch, config.num_epochs):
       run.state, run.step, interval, outcome = train_epoch(
           p_train_chunk, run.state, run.metrics, setup.pipeline, epoch,
           run.step, config=config, schedule=setup.schedule, writer=writer,
           reporter=reporter, reference_loss=reference_loss,
-          stop_requested=lambda: stop.signum is not None,
+          stop_requested=stop.requested,
           sharpness_tracker=setup.sharpness_tracker)
       status['step'] = run.step
       status['epoch'] = run.step / setup.steps_per_epoch
       if outcome == 'stopped':
         _save_checkpoint(setup, run)
-        run_status.write(setup.workdir, status)
+        _write_status(setup.workdir, status)
         writer.flush()
         raise Preempted(stop.signum, run.step)
       status['params_sha256'] = checkpointing.array_digest(
@@ -627,12 +672,23 @@ def _train_epochs(setup: _Setup, run: _Run,
       if ((epoch + 1) % config.checkpoint_every_epochs == 0
           or epoch + 1 == config.num_epochs):
         _save_checkpoint(setup, run)
-      run_status.write(setup.workdir, status)
+      _write_status(setup.workdir, status)
   status['status'] = _final_status(status, config, setup.num_classes)
 
 
+def _write_status(workdir: str, status: dict[str, Any]) -> None:
+  """Writes status.json: process 0's job in a multi-process run."""
+  if distributed.is_primary():
+    run_status.write(workdir, status)
+
+
 def _record_inputs(setup: _Setup, run: _Run) -> None:
-  """Writes what classify needs to feed the model as training did."""
+  """Writes what classify needs to feed the model as training did.
+
+  Process 0's job in a multi-process run, whose status it alone saves.
+  """
+  if not distributed.is_primary():
+    return
   source = (run_inputs.FOLDER
             if input_pipeline.is_folder_dataset(setup.config.dataset)
             else run_inputs.TFDS)
@@ -652,7 +708,7 @@ _jit_predict_labels = jax.jit(_predict_labels, static_argnums=1)
 def _validation_predictions(params, apply_fn: Callable[..., jax.Array],
                             pipeline: input_pipeline.Pipeline,
                             batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """(true labels, predicted labels) of the validation split, in order."""
+  """(true labels, predicted labels) of this process's validation batches."""
   labels, predicted = [], []
   for batch in pipeline.validation_batches(batch_size):
     mask = batch['mask']
@@ -666,12 +722,14 @@ def _record_val_confusion(setup: _Setup, run: _Run,
                           writer: metric_writers.MetricWriter) -> None:
   """Records the final parameters' validation confusion matrix.
 
-  In status.json, with per-class accuracy, and in TensorBoard as an image.
+  In status.json, with per-class accuracy, and in TensorBoard as an image;
+  the counts of a multi-process run's processes are added up.
   """
   class_names = setup.pipeline.splits.class_names
-  counts = confusion.matrix(*_validation_predictions(
-      jax_utils.unreplicate(run.state.params), setup.eval_apply_fn,
-      setup.pipeline, setup.config.eval_batch_size), setup.num_classes)
+  counts = sum(distributed.gather_hosts(confusion.matrix(
+      *_validation_predictions(
+          jax_utils.unreplicate(run.state.params), setup.eval_apply_fn,
+          setup.pipeline, setup.config.eval_batch_size), setup.num_classes)))
   run.status['val_confusion'] = confusion.record(counts, class_names,
                                                  run.step)
   figure = confusion_plots.confusion_figure(
@@ -689,31 +747,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   Holds the workdir's lock throughout. Raises InputError for a bad config, a
   busy workdir or one of another run before any data is built, and
-  Preempted after saving a checkpoint on SIGTERM/SIGINT.
+  Preempted after saving a checkpoint on SIGTERM/SIGINT. In a multi-process
+  run every process calls it, and all raise any one's InputError.
   """
   num_devices = config_checks.check_config(config)
-  with workdir_guard.locked(workdir):
-    status = workdir_guard.existing_run(config, workdir, num_devices)
+  with workdir_guard.claimed(config, workdir, num_devices) as status:
     if status is not None and status['status'] in run_status.FINISHED:
       logging.info('Run in %s already finished: %s.', workdir,
                    run_status.describe(status))
       return status
-    setup, initial_state = _set_up(config, workdir, num_devices)
+    setup, initial_state = distributed.agreed(
+        lambda: _set_up(config, workdir, num_devices))
     try:
       run = _restore(setup, initial_state)
       _record_inputs(setup, run)
       # A run that could not save would lose its training: refuse it now.
-      setup.checkpointer.check_space(run.step, _checkpoint_arrays(run))
+      arrays = _checkpoint_arrays(run)
+      distributed.agreed(
+          lambda: setup.checkpointer.check_space(run.step, arrays))
       writer = metric_writers.create_default_writer(
           workdir, just_logging=jax.process_index() > 0)
       if run.step == 0:
         writer.write_hparams(_hparams(config))
-      run_status.write(workdir, run.status)
+      _write_status(workdir, run.status)
       _train_epochs(setup, run, writer)
       if run.status['status'] != run_status.DIVERGED:
         _record_val_confusion(setup, run, writer)
       run.record_wall_time()
-      run_status.write(workdir, run.status)
+      _write_status(workdir, run.status)
       writer.close()
     finally:
       setup.checkpointer.close()

@@ -35,6 +35,7 @@ BUSY_EXIT_CODE = 75
 
 class Busy(errors.InputError):
   """Another process holds the workdir's lock."""
+  exit_code = BUSY_EXIT_CODE
 
 
 def _recorded_pid(path: str) -> str:
@@ -96,6 +97,26 @@ def locked(workdir: str) -> Iterator[None]:
     os.close(fd)
 
 
+@contextlib.contextmanager
+def claimed(config: ml_collections.ConfigDict, workdir: str,
+            num_devices: int) -> Iterator[dict[str, Any] | None]:
+  """Holds WORKDIR's lock and yields `existing_run`'s status.
+
+  In a multi-process run process 0 alone holds the lock and reads the
+  workdir; every process gets its status, or raises its error.
+  """
+  # Imported here: it imports JAX, which the sweep's calls of `main` below
+  # do not need.
+  from lettercnn import distributed  # pylint: disable=g-import-not-at-top
+  with contextlib.ExitStack() as stack:
+
+    def claim() -> dict[str, Any] | None:
+      stack.enter_context(locked(workdir))
+      return existing_run(config, workdir, num_devices)
+
+    yield distributed.agreed(claim, primary_only=True)
+
+
 def holder(workdir: str) -> str | None:
   """The pid recorded by the process holding WORKDIR's lock, or None."""
   path = os.path.join(workdir, LOCK_FILE)
@@ -119,11 +140,11 @@ def _status_from_checkpoints(workdir: str) -> dict[str, Any] | None:
   from lettercnn import checkpointing  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)):
     return None
-  checkpointer = checkpointing.Checkpointer(workdir)
+  reader = checkpointing.CheckpointReader(workdir)
   try:
-    snapshot = checkpointer.latest_meta()
+    snapshot = reader.latest_meta()
   finally:
-    checkpointer.close()
+    reader.close()
   return None if snapshot is None else snapshot.meta
 
 

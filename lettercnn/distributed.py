@@ -1,0 +1,202 @@
+"""Multi-process runs: starting jax.distributed, and agreeing across processes.
+
+Opt-in with `lettercnn.main --distributed`. Every process runs the same
+command; `jax.distributed.initialize` connects them, reading the coordinator,
+the process count and this process's index from --coordinator_address,
+--num_processes and --process_id, or, where those are not given, from the
+cluster's environment (SLURM, Cloud TPU, ...), as JAX detects it. CPU
+processes exchange gradients over gloo.
+
+What stays on process 0 (the primary): the workdir's lock, status.json,
+TensorBoard events, the mean file and every message the user reads. The
+others train, save their part of each checkpoint (orbax's own multi-process
+protocol) and otherwise keep quiet.
+
+A bad input must stop every process, not just the one that saw it, and never
+leave the others waiting: `agreed` shares each process's outcome of a step
+through JAX's coordination service, so all raise the same error. A process
+that dies instead (a crash, SIGKILL) stops sending heartbeats, and the
+coordination service aborts the others within `HEARTBEAT_TIMEOUT_S`.
+"""
+
+import itertools
+import json
+import os
+import sys
+from typing import Any, Callable, TypeVar
+
+from absl import logging
+import jax
+from jax import lax
+import numpy as np
+
+from lettercnn import errors
+
+_T = TypeVar('_T')
+
+# How long the coordination service waits for a silent process before it
+# aborts the others: a dead process stops them within about this time.
+HEARTBEAT_TIMEOUT_S = 20
+# How long a process waits for the others to finish a step `agreed` runs (a
+# dataset build, say). A process that died aborts the wait much sooner,
+# through the heartbeats.
+_AGREE_TIMEOUT_MS = 3_600_000
+
+# Numbers the agreed steps of this process's run, the same on every process.
+_step_numbers = itertools.count()
+
+
+class RemoteInputError(errors.InputError):
+  """Another process's InputError, raised here so that every process stops."""
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+
+def initialize(coordinator_address: str | None, num_processes: int | None,
+               process_id: int | None) -> None:
+  """Starts jax.distributed; call before JAX runs anything.
+
+  Arguments left None are read from the cluster's environment.
+
+  Raises:
+    errors.InputError: the processes could not connect.
+  """
+  try:
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes,
+        process_id=process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+  except (RuntimeError, ValueError) as e:
+    raise errors.InputError(
+        f'--distributed: cannot start jax.distributed ({" ".join(str(e).split())[:300]})'
+    ) from e
+  if not is_primary():
+    # Progress and results are process 0's to print; warnings still show.
+    logging.set_verbosity(logging.WARNING)
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files and messages (process 0)."""
+  return jax.process_index() == 0
+
+
+def launch_index(argv: list[str]) -> int:
+  """This process's index as its command line or SLURM gives it, or 0.
+
+  For reporting a bad command line once, before jax.distributed is started.
+  """
+  if not any(a in ('--distributed', '-distributed') for a in argv):
+    return 0
+  for arg in argv:
+    if arg.startswith(('--process_id=', '-process_id=')):
+      value = arg.split('=', 1)[1]
+      return int(value) if value.isdigit() else 0
+  value = os.environ.get('SLURM_PROCID', '0')
+  return int(value) if value.isdigit() else 0
+
+
+def print_error(program: str, error: Exception) -> None:
+  """Prints `error` as one line, on process 0 only."""
+  if is_primary():
+    print(f'{program}: error: {error}', file=sys.stderr, flush=True)
+
+
+def exit_code(error: Exception) -> int:
+  return getattr(error, 'exit_code', 1)
+
+
+def agreed(fn: Callable[[], _T], primary_only: bool = False) -> _T:
+  """Runs `fn` and makes its outcome every process's.
+
+  Each process runs `fn` (only process 0 with `primary_only`, whose result,
+  which must be JSON, every process then returns). If `fn` raised an
+  InputError on any process, every process raises it (that of the lowest
+  failing process, with its exit code), so they all stop together. Every
+  process must call `agreed` at the same points of the run.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  result, error = None, None
+  if is_primary() or not primary_only:
+    try:
+      result = fn()
+    except errors.InputError as e:
+      error = e
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  client = distributed.global_state.client
+  key = f'lettercnn/agreed/{next(_step_numbers)}'
+  client.key_value_set(f'{key}/{jax.process_index()}', json.dumps({
+      'error': None if error is None else str(error),
+      'exit_code': None if error is None else exit_code(error),
+      'result': result if primary_only and is_primary() else None}))
+  outcomes = [json.loads(client.blocking_key_value_get(f'{key}/{index}',
+                                                       _AGREE_TIMEOUT_MS))
+              for index in range(jax.process_count())]
+  failed = [o for o in outcomes if o['error'] is not None]
+  if failed:
+    if error is not None:
+      raise error
+    raise RemoteInputError(failed[0]['error'], failed[0]['exit_code'])
+  return outcomes[0]['result'] if primary_only else result
+
+
+def run_devices(num_devices: int) -> list[jax.Device]:
+  """The devices a run trains on, in the order of its batches' rows.
+
+  This process's first `num_devices`; in a multi-process run, every
+  process's devices (`num_devices` is then all of them).
+  """
+  if jax.process_count() == 1:
+    return jax.local_devices()[:num_devices]
+  return jax.devices()
+
+
+def local_rows(devices: list[jax.Device]) -> tuple[int, ...]:
+  """The positions of this process's devices in `devices`."""
+  return tuple(i for i, d in enumerate(devices)
+               if d.process_index == jax.process_index())
+
+
+def gather_hosts(tree: Any) -> list[Any]:
+  """Every process's `tree` of host arrays, in process order (collective)."""
+  if jax.process_count() == 1:
+    return [tree]
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  stacked = multihost_utils.process_allgather(tree)
+  return [jax.tree.map(lambda x, i=i: np.asarray(x[i]), stacked)
+          for i in range(jax.process_count())]
+
+
+def gather_device_rows(tree: Any, devices: list[jax.Device]) -> Any:
+  """Host arrays of every device of `devices`, from this process's rows.
+
+  `tree`'s leaves hold one row per local device (as `jax.device_get` of a
+  pmap-ed result gives them); the result's, one per device of `devices`, in
+  its order. A collective in a multi-process run.
+  """
+  if jax.process_count() == 1:
+    return tree
+  rows = [i for index in range(jax.process_count())
+          for i, d in enumerate(devices) if d.process_index == index]
+  order = np.argsort(rows)
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[order],
+                      *gather_hosts(tree))
+
+
+class StopVote:
+  """Agrees between steps whether any process got a stop signal (collective).
+
+  Each process passes the signal number it got (0 for none); all get the
+  largest. A process alone may not stop: the others would wait for it in
+  the next step's gradient mean.
+  """
+
+  def __init__(self, devices: list[jax.Device]):
+    self._local = [d for d in devices if d.process_index == jax.process_index()]
+    self._vote = jax.pmap(lambda signum: lax.pmax(signum, 'processes'),
+                          axis_name='processes', devices=devices)
+
+  def __call__(self, signum: int) -> int:
+    votes = self._vote(np.full((len(self._local),), signum, np.int32))
+    return int(np.asarray(jax.device_get(votes))[0])
