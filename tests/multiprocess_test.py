@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -126,15 +127,14 @@ class _Launch:
     return self.logs[index][1].read_text()
 
 
-def _reference_params(workdir, data_dir) -> str:
-  """params_sha256 of one process with two devices (conftest's XLA_FLAGS)."""
-  subprocess.run([sys.executable, '-m', 'lettercnn.main',
-                  '--config=configs/lr_1e-3.py', f'--workdir={workdir}',
-                  f'--config.data_dir={data_dir}', *RUN], cwd=REPO_ROOT,
-                 check=True, capture_output=True)
-  status = read_status(workdir)
-  assert status['num_devices'] == 2
-  return status['params_sha256']
+def _start_reference(workdir, data_dir) -> subprocess.Popen:
+  """One process with two devices (conftest's XLA_FLAGS), the same run."""
+  return subprocess.Popen([sys.executable, '-m', 'lettercnn.main',
+                           '--config=configs/lr_1e-3.py',
+                           f'--workdir={workdir}',
+                           f'--config.data_dir={data_dir}', *RUN],
+                          cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
 
 
 def _checkpoint_steps(workdir) -> list[int]:
@@ -151,7 +151,9 @@ def _event_file_pids(workdir) -> set[int]:
 
 def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
     tmp_path, data_dir):
-  reference = _reference_params(str(tmp_path / 'reference'), data_dir)
+  # The reference trains beside the first launch, which mostly waits.
+  reference_dir = str(tmp_path / 'reference')
+  reference_run = _start_reference(reference_dir, data_dir)
   workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
   logs.mkdir()
 
@@ -181,6 +183,11 @@ def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
   assert stop_step > 2 * STEPS_PER_EPOCH
   assert max(_checkpoint_steps(workdir)) == stop_step
 
+  _, reference_log = reference_run.communicate(timeout=_LAUNCH_TIMEOUT_S)
+  assert reference_run.returncode == 0, reference_log[-3000:]
+  reference = read_status(reference_dir)
+  assert reference['num_devices'] == 2
+
   # 3. The resumed run ends where one process with two devices ends.
   finished = _Launch(workdir, data_dir, logs)
   assert finished.wait() == [0, 0], finished.stderr(0)[-3000:]
@@ -189,7 +196,11 @@ def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
   status = read_status(workdir)
   assert status['step'] == 4 * STEPS_PER_EPOCH
   assert status['num_devices'] == 2
-  assert status['params_sha256'] == reference
+  assert status['params_sha256'] == reference['params_sha256']
+  # Each validation image counted once, over the two processes' shares.
+  assert np.sum(status['val_confusion']['matrix']) == 50
+  assert status['val_confusion'] == reference['val_confusion']
+  assert status['final'] == pytest.approx(reference['final'], rel=1e-6)
   # Process 0 alone writes events, status.json and what the user reads.
   assert _event_file_pids(workdir) <= {killed.pids[0], stopped.pids[0],
                                        finished.pids[0]}
@@ -242,3 +253,31 @@ def test_a_process_that_dies_stops_the_other(tmp_path, data_dir):
     launch.kill()
   assert ('another process of this run most likely died' in launch.stderr(0)
           or 'another task died' in launch.stderr(0)), launch.stderr(0)[-3000:]
+
+
+def test_process_shares_split_every_batch_as_one_process_feeds_it(
+    tiny_config):
+  """Two processes' shares, put together, are one process's batches."""
+  from lettercnn import input_pipeline  # pylint: disable=g-import-not-at-top
+  tiny_config.batch_size = 4
+  tiny_config.mean_subtraction = 'image'
+  whole = input_pipeline.Pipeline(tiny_config, 2)
+  shares = [input_pipeline.Pipeline(
+      tiny_config, 2, input_pipeline.ProcessShare((index,), index, 2))
+            for index in range(2)]
+  for epoch in (0, 1):
+    for chunk, *parts in zip(whole.train_chunks(epoch, start_step=3),
+                             *(s.train_chunks(epoch, start_step=3)
+                               for s in shares)):
+      for key in ('image', 'label'):
+        np.testing.assert_array_equal(
+            np.concatenate([part[key] for part in parts]), chunk[key])
+  eval_batch = 3
+  batches = list(whole.validation_batches(eval_batch))
+  assert len(batches) > 2
+  for index, share in enumerate(shares):
+    mine = list(share.validation_batches(eval_batch))
+    assert len(mine) == len(batches[index::2])
+    for batch, expected in zip(mine, batches[index::2]):
+      for key in ('image', 'label', 'mask'):
+        np.testing.assert_array_equal(batch[key], expected[key])
