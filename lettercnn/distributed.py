@@ -68,9 +68,9 @@ def initialize(coordinator_address: str | None, num_processes: int | None,
         coordinator_address=coordinator_address, num_processes=num_processes,
         process_id=process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
   except (RuntimeError, ValueError) as e:
+    reason = ' '.join(str(e).split())[:300]
     raise errors.InputError(
-        f'--distributed: cannot start jax.distributed ({" ".join(str(e).split())[:300]})'
-    ) from e
+        f'--distributed: cannot start jax.distributed ({reason})') from e
   if not is_primary():
     # Progress and results are process 0's to print; warnings still show.
     logging.set_verbosity(logging.WARNING)
@@ -158,11 +158,17 @@ def local_rows(devices: list[jax.Device]) -> tuple[int, ...]:
                if d.process_index == jax.process_index())
 
 
+def local_devices(devices: list[jax.Device]) -> list[jax.Device]:
+  """This process's devices of `devices`, in their order."""
+  return [devices[i] for i in local_rows(devices)]
+
+
 def gather_hosts(tree: Any) -> list[Any]:
   """Every process's `tree` of host arrays, in process order (collective)."""
   if jax.process_count() == 1:
     return [tree]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from jax.experimental import multihost_utils
   stacked = multihost_utils.process_allgather(tree)
   return [jax.tree.map(lambda x, i=i: np.asarray(x[i]), stacked)
           for i in range(jax.process_count())]
@@ -193,7 +199,7 @@ class StopVote:
   """
 
   def __init__(self, devices: list[jax.Device]):
-    self._local = [d for d in devices if d.process_index == jax.process_index()]
+    self._local = local_devices(devices)
     self._vote = jax.pmap(lambda signum: lax.pmax(signum, 'processes'),
                           axis_name='processes', devices=devices)
 

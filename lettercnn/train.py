@@ -157,8 +157,9 @@ class ChunkedTrainStep:
   """`chunk_fn` pmap-ed over `devices`, for chunks of up to `max_steps`.
 
   Called with chunks from `Pipeline.train_chunks`, shaped (devices, steps,
-  per_device_batch, ...), for this process's devices of `devices`; shorter chunks are padded to `max_steps`, so one
-  compiled program (with `_CPU_COMPILER_OPTIONS` on CPU) runs them all.
+  per_device_batch, ...), for this process's devices of `devices`; shorter
+  chunks are padded to `max_steps`, so one compiled program (with
+  `_CPU_COMPILER_OPTIONS` on CPU) runs them all.
   `chunk_fn(state, carry, chunk, num_steps)` is `train_chunk` (the carry:
   train metrics) or a variant of it that records something else (the LR
   finder's per-step losses). State and carry are donated.
@@ -256,7 +257,7 @@ class _TrainMetricsAccumulator:
 
   def __init__(self, devices: list[jax.Device]):
     self._devices = devices
-    self._local_devices = [devices[i] for i in distributed.local_rows(devices)]
+    self._local_devices = distributed.local_devices(devices)
     self.on_device = self._empty_on_device()
     self.epoch_total = TrainMetrics.empty()
 
@@ -562,9 +563,8 @@ def _restore(setup: _Setup, state: train_state.TrainState) -> _Run:
     logging.info('Resuming from the checkpoint at step %d.', step)
     if primary:
       tb_events.drop_events_after(setup.workdir, step)
-  local_devices = [setup.devices[i]
-                   for i in distributed.local_rows(setup.devices)]
-  return _Run(state=jax_utils.replicate(state, local_devices), metrics=metrics,
+  return _Run(state=jax_utils.replicate(
+      state, distributed.local_devices(setup.devices)), metrics=metrics,
               step=step, status=status,
               wall_time_before_s=status['wall_time_s'],
               started=time.monotonic())

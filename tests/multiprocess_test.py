@@ -164,7 +164,8 @@ def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
   while (2 * STEPS_PER_EPOCH not in _checkpoint_steps(workdir)
          if os.path.isdir(os.path.join(workdir, 'checkpoints')) else True):
     assert time.monotonic() < deadline, killed.stderr(0)[-3000:]
-    assert None in [p.poll() for p in killed.processes], killed.stderr(0)[-3000:]
+    assert None in [p.poll() for p in killed.processes], (
+        killed.stderr(0)[-3000:])
     time.sleep(0.2)
   for process in killed.processes:
     process.send_signal(signal.SIGKILL)
@@ -230,7 +231,8 @@ def test_bad_input_is_one_line_from_process_zero_and_stops_both(
     with workdir_guard.locked(workdir):
       launch = _Launch(workdir, data_dir, logs)
       exit_codes = launch.wait()
-    expected_code, message = workdir_guard.BUSY_EXIT_CODE, 'is in use by process'
+    expected_code = workdir_guard.BUSY_EXIT_CODE
+    message = 'is in use by process'
   assert exit_codes == [expected_code] * 2
   errors = [line for line in launch.stderr(0).splitlines()
             if line.startswith('lettercnn: error:')]
