@@ -6,6 +6,7 @@ import sys
 
 from conftest import REPO_ROOT
 import pytest
+from run_helpers import run_selected_cases
 
 
 def _main(*args, workdir):
@@ -16,6 +17,23 @@ def _main(*args, workdir):
 
 def _error_lines(result):
   return [l for l in result.stderr.splitlines() if 'error' in l.lower()]
+
+
+@pytest.fixture(scope='module')
+def bad_config_runs(request, tmp_path_factory):
+  """Each selected case's `lettercnn.main` in a folder of its own, two at a time.
+
+  Maps the override to (its folder, its completed process).
+  """
+  def run(override):
+    folder = tmp_path_factory.mktemp('bad_config')
+    return folder, _main('--config=configs/lr_1e-4.py', *override.split(),
+                         f'--config.data_dir={folder / "data"}',
+                         workdir=folder / 'run')
+
+  return run_selected_cases(request,
+                            'test_bad_config_is_one_line_before_any_work',
+                            'override', run)
 
 
 @pytest.mark.parametrize('override, message', [
@@ -73,15 +91,15 @@ def _error_lines(result):
     ('--config.examples_per_class=1000000000 --config.num_devices=1',
      'this config needs at least 2920'),  # 7e9 images of 28x28 floats.
 ])
-def test_bad_config_is_one_line_before_any_work(override, message, tmp_path):
-  data_dir = tmp_path / 'data'
-  result = _main('--config=configs/lr_1e-4.py', *override.split(),
-                 f'--config.data_dir={data_dir}', workdir=tmp_path / 'run')
+def test_bad_config_is_one_line_before_any_work(override, message,
+                                                bad_config_runs):
+  folder, result = bad_config_runs[override]
+  data_dir = folder / 'data'
   assert result.returncode != 0
   [line] = _error_lines(result)
   assert line.startswith(f'lettercnn: error: {message}')
   assert not data_dir.exists()  # No dataset was built.
-  assert not (tmp_path / 'run').exists()
+  assert not (folder / 'run').exists()
 
 
 def test_missing_config_file(tmp_path):

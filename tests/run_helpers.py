@@ -3,6 +3,7 @@
 Shared by the tests that stop, break and resume real runs.
 """
 
+import concurrent.futures
 import glob
 import json
 import os
@@ -85,3 +86,22 @@ def finished_checkpoints(workdir):
   if not os.path.isdir(directory):
     return []
   return [d for d in os.listdir(directory) if d.isdigit()]
+
+
+def run_selected_cases(request, test_name, param, run):
+  """{value: run(value)} for `param` of each selected case of `test_name`.
+
+  For a module-scoped fixture (`request`) of a parametrized test whose cases
+  each start one short process: the cases selected in its module (all, or
+  those -k picks) run theirs two at a time, for one process spends its few
+  seconds on single-threaded imports and checks, so one after another they
+  left the second core idle. Each case then asserts on its own result.
+  A list value's key is its tuple.
+  """
+  values = [item.callspec.params[param] for item in request.session.items
+            if item.module is request.module
+            and getattr(item, 'originalname', None) == test_name]
+  workers = max(1, min(2, len(os.sched_getaffinity(0))))
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return {tuple(v) if isinstance(v, list) else v: result
+            for v, result in zip(values, pool.map(run, values))}
