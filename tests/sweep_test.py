@@ -16,6 +16,7 @@ import time
 
 from PIL import Image
 import pytest
+from run_helpers import run_selected_cases
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SWEEP = REPO_ROOT / 'scripts' / 'sweep.sh'
@@ -67,12 +68,16 @@ exec REAL_PYTHON "$@"
 """
 
 
-@pytest.fixture
-def fake_python(tmp_path) -> pathlib.Path:
-  path = tmp_path / 'fake_python'
+def _write_fake_python(folder: pathlib.Path) -> pathlib.Path:
+  path = folder / 'fake_python'
   path.write_text(FAKE_PYTHON.replace('REAL_PYTHON', sys.executable))
   path.chmod(0o755)
   return path
+
+
+@pytest.fixture
+def fake_python(tmp_path) -> pathlib.Path:
+  return _write_fake_python(tmp_path)
 
 
 # A config file the sweep's grid check accepts; the fake trainer only reads
@@ -85,15 +90,19 @@ def get_config():
 """
 
 
-@pytest.fixture
-def configs(tmp_path) -> list[pathlib.Path]:
-  """Three configs; training the last one fails."""
-  config_dir = tmp_path / 'configs'
+def _write_configs(folder: pathlib.Path) -> list[pathlib.Path]:
+  config_dir = folder / 'configs'
   config_dir.mkdir()
   paths = [config_dir / f'{name}.py' for name in ('lr_a', 'lr_b', 'lr_fail')]
   for path in paths:
     path.write_text(DEFAULT_CONFIG)
   return paths
+
+
+@pytest.fixture
+def configs(tmp_path) -> list[pathlib.Path]:
+  """Three configs; training the last one fails."""
+  return _write_configs(tmp_path)
 
 
 def run_sweep(args, env_updates: dict[str, str], cwd=REPO_ROOT,
@@ -205,6 +214,26 @@ def test_a_grown_grid_trains_only_its_new_points(tmp_path, fake_python,
   assert (sweep_dir / 'lr_a,batch_size=32' / 'args.txt').exists()
 
 
+@pytest.fixture(scope='module')
+def bad_grid_sweeps(request, tmp_path_factory):
+  """Each selected case's sweep of lr_a, by the fake trainer, two at a time.
+
+  Maps the case's grid arguments (a tuple) to (its SWEEP_DIR, the sweep).
+  """
+  folder = tmp_path_factory.mktemp('bad_grid')
+  fake_python, configs = _write_fake_python(folder), _write_configs(folder)
+
+  def run(grid):
+    sweep_dir = tmp_path_factory.mktemp('bad_grid_sweep') / 'sweep'
+    return sweep_dir, run_sweep(
+        [sweep_dir, *grid],
+        {'PYTHON': str(fake_python), 'CONFIGS': str(configs[0])})
+
+  return run_selected_cases(request,
+                            'test_bad_grid_is_one_line_before_anything_runs',
+                            'grid', run)
+
+
 @pytest.mark.parametrize('grid, message', [
     (['--grid', 'batch_sise=1,8'],
      "--grid batch_sise: unknown config field (see configs/default.py); did "
@@ -226,11 +255,9 @@ def test_a_grown_grid_trains_only_its_new_points(tmp_path, fake_python,
     (['--grid', 'num_epochs=1,2', '--config.num_epochs=3'],
      'num_epochs is both swept (--grid or --seeds) and fixed'),
 ])
-def test_bad_grid_is_one_line_before_anything_runs(tmp_path, fake_python,
-                                                    configs, grid, message):
-  sweep_dir = tmp_path / 'sweep'
-  result = run_sweep([sweep_dir, *grid],
-                     {'PYTHON': str(fake_python), 'CONFIGS': str(configs[0])})
+def test_bad_grid_is_one_line_before_anything_runs(bad_grid_sweeps, grid,
+                                                    message):
+  sweep_dir, result = bad_grid_sweeps[tuple(grid)]
 
   assert result.returncode == 2
   assert result.stderr.startswith(f'sweep: error: {message}'), result.stderr
