@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT
+from run_helpers import run_selected_cases
 from lettercnn import tb_events
 
 TINY = ['--config.examples_per_class=8', '--config.num_devices=1',
@@ -68,6 +69,21 @@ def test_range_test_writes_curve_suggestions_and_bound(tmp_path, data_dir):
     assert line in result.stdout, result.stdout
 
 
+@pytest.fixture(scope='module')
+def bad_settings_runs(request, tmp_path_factory, data_dir):
+  """Each selected case's lr_find in a folder of its own, two at a time.
+
+  Maps the case's overrides (a tuple) to (its folder, its completed process).
+  """
+  def run(overrides):
+    folder = tmp_path_factory.mktemp('bad_settings')
+    return folder, _lr_find(folder / 'lr_find', data_dir, *overrides)
+
+  return run_selected_cases(
+      request, 'test_bad_settings_are_one_line_before_anything_runs',
+      'overrides', run)
+
+
 @pytest.mark.parametrize('overrides,message', [
     (['--config.lr_find.min_lr=1.0', '--config.lr_find.max_lr=0.1'],
      'lr_find.min_lr=1.0 must be below lr_find.max_lr=0.1'),
@@ -77,13 +93,13 @@ def test_range_test_writes_curve_suggestions_and_bound(tmp_path, data_dir):
      'sharpness_examples=61 exceeds the 60 training images'),
     (['--config.lr_find.seeds=0'], 'lr_find.seeds=0 must be an integer >= 1'),
 ])
-def test_bad_settings_are_one_line_before_anything_runs(tmp_path, data_dir,
+def test_bad_settings_are_one_line_before_anything_runs(bad_settings_runs,
                                                         overrides, message):
-  workdir = tmp_path / 'lr_find'
-  result = _lr_find(workdir, data_dir, *overrides)
+  folder, result = bad_settings_runs[tuple(overrides)]
+  workdir = folder / 'lr_find'
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
       f'lr_find: error: {message}')
   assert 'Traceback' not in result.stderr
   assert not workdir.exists()  # Refused before the workdir or the data.
-  assert not glob.glob(str(tmp_path / '**' / 'events.out.*'), recursive=True)
+  assert not glob.glob(str(folder / '**' / 'events.out.*'), recursive=True)
