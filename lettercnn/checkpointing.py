@@ -276,31 +276,23 @@ class Checkpointer:
       IncompatibleCheckpoint: the newest intact checkpoint does not fit
         `template`; nothing is moved.
     """
+    expected = _as_saved(template)
     for step in self.steps():
       try:
         arrays, meta = _read_verified(self._manager, step)
       except _Unreadable as e:
         self._set_aside(step, str(e))
         continue
-      return self._fitted(template, step, arrays, meta)
+      difference = first_difference(arrays, expected)
+      if difference is not None:
+        raise IncompatibleCheckpoint(
+            f'the checkpoint at step {step} in '
+            f'{self._directory} is intact but does '
+            f'not fit this code: {difference}; resume it with the code that '
+            'wrote it, or train into another --workdir')
+      return Snapshot(step=step, meta=meta,
+                      arrays=serialization.from_state_dict(template, arrays))
     return None
-
-  def _fitted(self, template: Any, step: int, arrays: Any,
-              meta: dict[str, Any]) -> Snapshot:
-    """The verified checkpoint at `step` as a Snapshot shaped like `template`.
-
-    Raises:
-      IncompatibleCheckpoint: its arrays do not fit `template`.
-    """
-    difference = first_difference(arrays, _as_saved(template))
-    if difference is not None:
-      raise IncompatibleCheckpoint(
-          f'the checkpoint at step {step} in '
-          f'{self._directory} is intact but does '
-          f'not fit this code: {difference}; resume it with the code that '
-          'wrote it, or train into another --workdir')
-    return Snapshot(step=step, meta=meta,
-                    arrays=serialization.from_state_dict(template, arrays))
 
   def _set_aside(self, step: int, reason: str) -> None:
     """Moves a corrupt checkpoint out of the manager's way, keeping it."""
