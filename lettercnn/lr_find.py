@@ -71,7 +71,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
   lines.append(
       f'sharpness at initialisation: {sharp["lambda_max"]:.4g} over '
       f'{sharp["examples"]} training images ({sharp["iterations"]} power '
-      f'iterations, residual {sharp["residual"]:.1e}'
+      f'iterations over them, started by {sharp["coarse_iterations"]} over '
+      f'the first batch; residual {sharp["residual"]:.1e}'
       f'{"" if sharp["converged"] else ", NOT converged"}); stable-rate '
       f'bound {_format_rate(sharp["bound"])} ({sharp["formula"]})')
   if sharp['batch_sharpness'] is not None:

@@ -83,6 +83,7 @@ def _initial_sharpness(config: ml_collections.ConfigDict,
       sharpness.Subset(examples['image'], examples['label']), params)
   eigen = tracker.measure(params)
   result = {'lambda_max': eigen.value, 'iterations': eigen.iterations,
+            'coarse_iterations': eigen.coarse_iterations,
             'residual': eigen.residual, 'converged': eigen.converged,
             'examples': len(tracker.subset),
             'bound': sharpness.stable_rate_bound(config, eigen.value),

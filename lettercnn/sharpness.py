@@ -40,12 +40,15 @@ class Eigen:
 
   `residual` is ||Hv - value v|| / |value| at the returned unit vector v:
   some eigenvalue of H lies within residual x |value| of `value`.
+  `iterations` counts the products with H; `coarse_iterations` those over
+  the subset's first batch that chose the starting vector (`Tracker`).
   """
   value: float
   vector: PyTree
   iterations: int
   residual: float
   converged: bool
+  coarse_iterations: int = 0
 
 
 def _vdot(a: PyTree, b: PyTree) -> jax.Array:
@@ -121,6 +124,10 @@ class Subset:
   def __len__(self) -> int:
     return len(self.labels)
 
+  def first_batch(self) -> 'Subset':
+    """The subset's first batch alone: its products reuse the compiled call."""
+    return Subset(self.images[:_BATCH], self.labels[:_BATCH])
+
   def batches(self):
     """(images, labels, weight) in batches; weights sum to 1 over the subset."""
     for start in range(0, len(self), _BATCH):
@@ -164,9 +171,10 @@ def _example_curvatures(apply_fn, params, root, images, labels):
     def loss(q):
       return _mean_loss(apply_fn, jax.tree.map(jnp.multiply, root, q),
                         image[None], label[None])
-    unscaled = jax.tree.map(jnp.divide, params, root)
-    grad, product = jax.jvp(jax.grad(loss), (unscaled,),
-                            (jax.grad(loss)(unscaled),))
+    # One gradient, then its linearisation applied to it: H g.
+    grad, hessian_times = jax.linearize(
+        jax.grad(loss), jax.tree.map(jnp.divide, params, root))
+    product = hessian_times(grad)
     norm2 = _vdot(grad, grad)
     return _vdot(grad, product) / jnp.where(norm2 > 0, norm2, 1.0), norm2 > 0
 
@@ -236,9 +244,15 @@ def bound_formula(config: ml_collections.ConfigDict) -> str:
 class Tracker:
   """lambda_max of a model's loss over a fixed subset, as its parameters move.
 
-  Each measurement starts power iteration from the last one's eigenvector,
-  so along a training run a few products usually suffice; the first starts
-  from a random direction drawn from `config.seed`.
+  Power iteration over the whole subset starts from the top eigenvector of
+  the loss over its first batch (250 images), itself found by power
+  iteration from the last measurement's eigenvector (the first: a random
+  direction drawn from `config.seed`). The loss over the subset is the mean
+  of its batches' losses, so their top eigenvectors lie close: over 1000
+  images at initialisation, 2 whole-subset products then reach the
+  tolerance, against 11 from a random direction, and a batch's product
+  costs a quarter of the subset's. The estimate and its residual are the
+  whole subset's, as without the coarse start.
   """
 
   def __init__(self, config: ml_collections.ConfigDict,
@@ -249,10 +263,18 @@ class Tracker:
     self._vector = random_unit_vector(jax.random.key(config.seed),
                                       params_like)
 
-  def measure(self, params: PyTree) -> Eigen:
-    eigen = top_eigenvalue(
-        loss_hvp(self._apply_fn, params, self.subset, self.multipliers),
-        self._vector, tolerance=self._config.sharpness_tolerance,
+  def _top(self, params: PyTree, subset: Subset, start: PyTree) -> Eigen:
+    return top_eigenvalue(
+        loss_hvp(self._apply_fn, params, subset, self.multipliers), start,
+        tolerance=self._config.sharpness_tolerance,
         max_iterations=self._config.sharpness_max_iterations)
+
+  def measure(self, params: PyTree) -> Eigen:
+    start, coarse_iterations = self._vector, 0
+    if len(self.subset) > _BATCH:
+      coarse = self._top(params, self.subset.first_batch(), start)
+      start, coarse_iterations = coarse.vector, coarse.iterations
+    eigen = dataclasses.replace(self._top(params, self.subset, start),
+                                coarse_iterations=coarse_iterations)
     self._vector = eigen.vector
     return eigen

@@ -89,6 +89,40 @@ def test_loss_hvp_is_the_bias_scaled_hessian_over_the_subset():
   assert eigen.value == pytest.approx(top[np.argmax(np.abs(top))], rel=1e-3)
 
 
+def test_tracker_starts_from_the_first_batchs_top_eigenvector(monkeypatch):
+  """The whole subset's power iteration needs few products after the coarse one."""
+  monkeypatch.setattr(sharpness, '_BATCH', 100)  # 400 images: 4 batches.
+  model = _Tiny()
+  rng = np.random.default_rng(4)
+  # Batches alike, as 250 images of the same letters are: a batch's top
+  # eigenvector is then nearly the subset's.
+  base = rng.normal(size=(100, 5))
+  images = (np.tile(base, (4, 1)) +
+            0.05 * rng.normal(size=(400, 5))).astype(np.float32)
+  labels = np.tile(rng.integers(0, 3, 100), 4)
+  params = model.init(jax.random.key(5), images[:1])['params']
+  config = ml_collections.ConfigDict({
+      'seed': 0, 'bias_lr_mult': 2.0, 'sharpness_tolerance': 1e-3,
+      'sharpness_max_iterations': 3000})
+  subset = sharpness.Subset(images, labels)
+  tracker = sharpness.Tracker(config, model.apply, subset, params)
+  eigen = tracker.measure(params)
+
+  hessian, _, _ = _flat_hessian(model.apply, params, images, labels)
+  root = np.sqrt(flatten_util.ravel_pytree(tracker.multipliers)[0])
+  top = np.linalg.eigvalsh(root[:, None] * hessian * root[None, :])
+  assert eigen.converged
+  assert eigen.value == pytest.approx(top[np.argmax(np.abs(top))], rel=1e-3)
+  # From the same random direction over the whole subset at once.
+  cold = sharpness.top_eigenvalue(
+      sharpness.loss_hvp(model.apply, params, subset, tracker.multipliers),
+      sharpness.random_unit_vector(jax.random.key(config.seed), params),
+      tolerance=config.sharpness_tolerance, max_iterations=3000)
+  assert eigen.iterations <= cold.iterations / 4, (eigen.iterations,
+                                                   cold.iterations)
+  assert eigen.coarse_iterations > 0
+
+
 def test_batch_sharpness_is_each_examples_curvature_along_its_gradient():
   model = _Tiny()
   rng = np.random.default_rng(2)
