@@ -160,21 +160,29 @@ def _write_events(workdir: str, result: dict[str, Any]) -> None:
   writer.close()
 
 
-def _range_test(config: ml_collections.ConfigDict,
-                pipeline: input_pipeline.Pipeline, devices: list[jax.Device],
-                num_classes: int, seed: int) -> dict[str, Any]:
-  """One range test from `seed`'s initialisation, in its batch order."""
-  cfg = config.lr_find
-  rates = lr_range.rates(cfg.min_lr, cfg.max_lr, cfg.num_steps)
-  schedule_rates = jnp.asarray(rates, jnp.float32)
-  schedule = lambda count: schedule_rates[jnp.minimum(count, len(rates) - 1)]
+def _initial_state(config: ml_collections.ConfigDict,
+                   devices: list[jax.Device], num_classes: int,
+                   seed: int) -> train.TrainState:
+  """Training's initial state from `seed`, its rate rising over the test."""
+  rates = jnp.asarray(lr_range.rates(config.lr_find.min_lr,
+                                     config.lr_find.max_lr,
+                                     config.lr_find.num_steps), jnp.float32)
+  schedule = lambda count: rates[jnp.minimum(count, len(rates) - 1)]
   model = models.create_model(config.model, num_classes)
   channels = 1 if config.grayscale else 3
-  state = train.create_train_state(
+  return train.create_train_state(
       jax.random.key(seed),
       train.training_model(model, devices, config.batch_size // len(devices)),
       (config.image_size, config.image_size, channels),
       optimizers.create(config, schedule))
+
+
+def _range_test(config: ml_collections.ConfigDict,
+                pipeline: input_pipeline.Pipeline, devices: list[jax.Device],
+                state: train.TrainState, seed: int) -> dict[str, Any]:
+  """One range test from `state`, `seed`'s initial state, in its batch order."""
+  cfg = config.lr_find
+  rates = lr_range.rates(cfg.min_lr, cfg.max_lr, cfg.num_steps)
   losses = _losses(config, pipeline.reseeded(seed), state, devices,
                    len(rates))
   curve = lr_range.analyse(losses, rates, beta=cfg.smoothing,
@@ -199,14 +207,16 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   pipeline = input_pipeline.Pipeline(config, num_devices)
   num_classes = pipeline.splits.num_classes
   loaded = time.monotonic()
-  model = models.create_model(config.model, num_classes)
-  channels = 1 if config.grayscale else 3
-  params = model.init(jax.random.key(config.seed), jnp.zeros(
-      (1, config.image_size, config.image_size, channels)))['params']
-  initial_sharpness = _initial_sharpness(config, pipeline, params)
+  # The sharpness is at the first seed's initial parameters, which its
+  # range test then trains from.
+  first = _initial_state(config, devices, num_classes, config.seed)
+  initial_sharpness = _initial_sharpness(config, pipeline, first.params)
   measured = time.monotonic()
-  curves = [_range_test(config, pipeline, devices, num_classes, seed)
-            for seed in range(config.seed, config.seed + cfg.seeds)]
+  curves = [_range_test(config, pipeline, devices, first, config.seed)]
+  curves += [_range_test(config, pipeline, devices,
+                         _initial_state(config, devices, num_classes, seed),
+                         seed)
+             for seed in range(config.seed + 1, config.seed + cfg.seeds)]
   per_seed = [curve['suggestions'] for curve in curves]
   recommended, reason = lr_range.recommend(
       per_seed, [curve['loss_drop'] for curve in curves],

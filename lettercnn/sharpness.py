@@ -64,12 +64,18 @@ def _normalised(tree: PyTree) -> PyTree:
   return _scaled(tree, 1.0 / jnp.sqrt(_vdot(tree, tree)))
 
 
-def random_unit_vector(key: jax.Array, like: PyTree) -> PyTree:
-  """A random direction shaped like `like`, of norm 1."""
+def random_unit_vector(seed: int, like: PyTree) -> PyTree:
+  """A random direction shaped like `like`, of norm 1.
+
+  Drawn with numpy: JAX's random numbers would compile a generator for each
+  parameter shape first (seconds on CPU, for one vector).
+  """
+  rng = np.random.default_rng(seed)
   leaves, treedef = jax.tree.flatten(like)
-  keys = jax.random.split(key, len(leaves))
-  return _normalised(jax.tree.unflatten(treedef, [
-      jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]))
+  drawn = [rng.standard_normal(np.shape(x)).astype(np.float32)
+           for x in leaves]
+  norm = np.sqrt(sum(np.vdot(x, x) for x in drawn))
+  return jax.tree.unflatten(treedef, [x / norm for x in drawn])
 
 
 @jax.jit
@@ -105,8 +111,9 @@ def top_eigenvalue(hvp: HessianVectorProduct, initial: PyTree, *,
 def rate_multipliers(params: PyTree, bias_lr_mult: float) -> PyTree:
   """Each parameter's rate as a multiple of the base rate (biases: the mult)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: jnp.full(x.shape, bias_lr_mult if path[-1].key == 'bias'
-                               else 1.0, x.dtype), params)
+      lambda path, x: np.full(np.shape(x), bias_lr_mult
+                              if path[-1].key == 'bias' else 1.0,
+                              np.float32), params)
 
 
 def _mean_loss(apply_fn: Callable[..., jax.Array], params: PyTree,
@@ -151,7 +158,7 @@ def loss_hvp(apply_fn: Callable[..., jax.Array], params: PyTree,
   A forward-mode derivative (jvp) of the reverse-mode gradient, summed over
   the subset's batches with their weights.
   """
-  root = jax.tree.map(jnp.sqrt, multipliers)
+  root = jax.tree.map(np.sqrt, multipliers)
 
   def hvp(vector):
     total = None
@@ -191,7 +198,7 @@ def batch_sharpness(apply_fn: Callable[..., jax.Array], params: PyTree,
   loss, is the curvature the step meets. Examples with a zero gradient are
   left out of the mean.
   """
-  root = jax.tree.map(jnp.sqrt, multipliers)
+  root = jax.tree.map(np.sqrt, multipliers)
   total, count = 0.0, 0
   for images, labels, _ in subset.batches():
     curvature, valid = _example_curvatures(apply_fn, params, root, images,
@@ -260,8 +267,7 @@ class Tracker:
                params_like: PyTree):
     self._config, self._apply_fn, self.subset = config, apply_fn, subset
     self.multipliers = rate_multipliers(params_like, config.bias_lr_mult)
-    self._vector = random_unit_vector(jax.random.key(config.seed),
-                                      params_like)
+    self._vector = random_unit_vector(config.seed, params_like)
 
   def _top(self, params: PyTree, subset: Subset, start: PyTree) -> Eigen:
     return top_eigenvalue(

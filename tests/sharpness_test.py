@@ -22,7 +22,7 @@ def test_power_iteration_matches_least_squares_top_eigenvalue():
   w0 = {'w': jnp.zeros(30)}
   hvp = jax.jit(lambda v: jax.jvp(jax.grad(loss), (w0,), (v,))[1])
   eigen = sharpness.top_eigenvalue(
-      hvp, sharpness.random_unit_vector(jax.random.key(0), w0),
+      hvp, sharpness.random_unit_vector(0, w0),
       tolerance=1e-4, max_iterations=2000)
   true = np.linalg.eigvalsh(np.asarray(x.T @ x) / 200)[-1]
   assert eigen.converged
@@ -82,7 +82,7 @@ def test_loss_hvp_is_the_bias_scaled_hessian_over_the_subset():
   np.testing.assert_allclose(got, root * (hessian @ (root * v)), rtol=2e-3,
                              atol=1e-5)
   eigen = sharpness.top_eigenvalue(
-      hvp, sharpness.random_unit_vector(jax.random.key(1), params),
+      hvp, sharpness.random_unit_vector(1, params),
       tolerance=1e-4, max_iterations=3000)
   scaled = root[:, None] * hessian * root[None, :]
   top = np.linalg.eigvalsh(scaled)
@@ -116,7 +116,7 @@ def test_tracker_starts_from_the_first_batchs_top_eigenvector(monkeypatch):
   # From the same random direction over the whole subset at once.
   cold = sharpness.top_eigenvalue(
       sharpness.loss_hvp(model.apply, params, subset, tracker.multipliers),
-      sharpness.random_unit_vector(jax.random.key(config.seed), params),
+      sharpness.random_unit_vector(config.seed, params),
       tolerance=config.sharpness_tolerance, max_iterations=3000)
   assert eigen.iterations <= cold.iterations / 4, (eigen.iterations,
                                                    cold.iterations)
