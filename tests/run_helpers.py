@@ -101,6 +101,10 @@ def run_selected_cases(request, test_name, param, run):
   values = [item.callspec.params[param] for item in request.session.items
             if item.module is request.module
             and getattr(item, 'originalname', None) == test_name]
+  # pytest makes its temporary root on first use, deleting whatever is there
+  # (under pytest-xdist, the worker's given folder): made here, before the
+  # threads, so that one thread's mktemp cannot delete the other's folder.
+  request.getfixturevalue('tmp_path_factory').getbasetemp()
   workers = max(1, min(2, len(os.sched_getaffinity(0))))
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     return {tuple(v) if isinstance(v, list) else v: result
