@@ -56,7 +56,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines.append(f'seed {curve["seed"]}: {curve["steps_run"]} of '
                  f'{result["num_steps"]} steps, {stopped} '
                  f'{_format_rate(curve["rates"][-1])}, loss fell '
-                 f'{curve["loss_drop"]:.0%}; ' + ', '.join(
+                 f'{curve["loss_drop"]:.0%}, bound '
+                 f'{_format_rate(curve["bound"])}; ' + ', '.join(
                      f'{name} {_format_rate(rate)}'
                      for name, rate in curve['suggestions'].items()))
   several = len(result['seeds']) > 1
@@ -75,6 +76,11 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
       f'the first batch; residual {sharp["residual"]:.1e}'
       f'{"" if sharp["converged"] else ", NOT converged"}); stable-rate '
       f'bound {_format_rate(sharp["bound"])} ({sharp["formula"]})')
+  over_seeds = result['bound_over_seeds']
+  if several and over_seeds is not None:
+    lines.append(f'curvature bound over the seeds\' initialisations: median '
+                 f'{_format_rate(over_seeds["median"])}, '
+                 f'{over_seeds["spread"]:.2g}x')
   if sharp['batch_sharpness'] is not None:
     lines.append('per-example (batch) sharpness: '
                  f'{sharp["batch_sharpness"]:.4g}; bound '

@@ -72,15 +72,21 @@ def _losses(config: ml_collections.ConfigDict, pipeline: input_pipeline.Pipeline
           return losses
 
 
-def _initial_sharpness(config: ml_collections.ConfigDict,
+def _sharpness_tracker(config: ml_collections.ConfigDict,
                        pipeline: input_pipeline.Pipeline,
-                       params: Any) -> dict[str, Any]:
-  """lambda_max at initialisation, its bound, and at batch 1 the batch sharpness."""
+                       params: Any) -> sharpness.Tracker:
+  """lambda_max over the first `sharpness_examples` training images."""
   model = models.create_model(config.model, pipeline.splits.num_classes)
   examples = pipeline.first_train_examples(config.sharpness_examples)
-  tracker = sharpness.Tracker(
+  return sharpness.Tracker(
       config, model.apply,
       sharpness.Subset(examples['image'], examples['label']), params)
+
+
+def _initial_sharpness(config: ml_collections.ConfigDict,
+                       tracker: sharpness.Tracker,
+                       params: Any) -> dict[str, Any]:
+  """lambda_max at initialisation, its bound, and at batch 1 the batch sharpness."""
   eigen = tracker.measure(params)
   result = {'lambda_max': eigen.value, 'iterations': eigen.iterations,
             'coarse_iterations': eigen.coarse_iterations,
@@ -90,8 +96,8 @@ def _initial_sharpness(config: ml_collections.ConfigDict,
             'formula': sharpness.bound_formula(config),
             'batch_sharpness': None, 'batch_bound': None}
   if config.batch_size == 1:
-    value = sharpness.batch_sharpness(model.apply, params, tracker.subset,
-                                      tracker.multipliers)
+    value = sharpness.batch_sharpness(tracker.apply_fn, params,
+                                      tracker.subset, tracker.multipliers)
     result.update(batch_sharpness=value,
                   batch_bound=sharpness.stable_rate_bound(config, value))
   return result
@@ -199,7 +205,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   """The range test and sharpness of `config`; writes and returns the result.
 
   The sharpness is at `config.seed`'s initialisation; the range test runs
-  from it and from the next `lr_find.seeds - 1` seeds' too.
+  from it and from the next `lr_find.seeds - 1` seeds' too, each with the
+  curvature bound at its own initialisation.
   """
   started = time.monotonic()
   cfg = config.lr_find
@@ -207,20 +214,29 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   pipeline = input_pipeline.Pipeline(config, num_devices)
   num_classes = pipeline.splits.num_classes
   loaded = time.monotonic()
-  # The sharpness is at the first seed's initial parameters, which its
-  # range test then trains from.
+  # The full sharpness is at the first seed's initial parameters, which its
+  # range test then trains from; the other seeds' get lambda_max alone.
   first = _initial_state(config, devices, num_classes, config.seed)
-  initial_sharpness = _initial_sharpness(config, pipeline, first.params)
+  tracker = _sharpness_tracker(config, pipeline, first.params)
+  initial_sharpness = _initial_sharpness(config, tracker, first.params)
   measured = time.monotonic()
-  curves = [_range_test(config, pipeline, devices, first, config.seed)]
-  curves += [_range_test(config, pipeline, devices,
-                         _initial_state(config, devices, num_classes, seed),
-                         seed)
-             for seed in range(config.seed + 1, config.seed + cfg.seeds)]
+  curves, other_seeds_sharpness_s = [], 0.0
+  for seed in range(config.seed, config.seed + cfg.seeds):
+    if seed == config.seed:
+      state, lambda_max = first, initial_sharpness['lambda_max']
+    else:
+      state = _initial_state(config, devices, num_classes, seed)
+      start = time.monotonic()
+      lambda_max = tracker.measure(state.params).value
+      other_seeds_sharpness_s += time.monotonic() - start
+    curve = _range_test(config, pipeline, devices, state, seed)
+    curve.update(lambda_max=lambda_max,
+                 bound=sharpness.stable_rate_bound(config, lambda_max))
+    curves.append(curve)
   per_seed = [curve['suggestions'] for curve in curves]
+  bounds = [curve['bound'] for curve in curves]
   recommended, reason = lr_range.recommend(
-      per_seed, [curve['loss_drop'] for curve in curves],
-      initial_sharpness['bound'])
+      per_seed, [curve['loss_drop'] for curve in curves], bounds)
   finished = time.monotonic()
   result = {
       'config_name': os.path.basename(os.path.normpath(workdir)),
@@ -231,8 +247,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                  for name in lr_range.SUGGESTIONS},
       'recommended': recommended, 'reason': reason,
       'sharpness': initial_sharpness, 'seeds': curves,
+      'bound_over_seeds': None if None in bounds else {
+          'median': lr_range.median_rate(bounds),
+          'spread': lr_range.spread(bounds)},
       'timings_s': {'data': loaded - started, 'sharpness': measured - loaded,
-                    'range_test': finished - measured,
+                    'other_seeds_sharpness': other_seeds_sharpness_s,
+                    'range_test': (finished - measured
+                                   - other_seeds_sharpness_s),
                     'total': finished - started},
       'config': config.to_dict(),
   }

@@ -180,7 +180,7 @@ def loss_drop(smoothed_losses: Sequence[float], num_steps: int) -> float:
 
 
 def recommend(per_seed: Sequence[dict[str, float]], drops: Sequence[float],
-              bound: float | None) -> tuple[float | None, str]:
+              bounds: Sequence[float | None]) -> tuple[float | None, str]:
   """The rate to train at, over one or more seeds' tests, and why.
 
   fastai's conservative rule, minimum / 10, for the tests whose loss fell by
@@ -189,8 +189,9 @@ def recommend(per_seed: Sequence[dict[str, float]], drops: Sequence[float],
   (sharpness grows as it trains), so the valley and the steepest fall, which
   sit within a few times the blow-up, are too close to the edge. Over
   several seeds, the median of theirs. If no test's loss fell that far, the
-  suggestions are noise on a flat curve: then the curvature bound at
-  initialisation / BOUND_DIVISOR, or None without a bound.
+  suggestions are noise on a flat curve: then the median over the seeds of
+  the curvature bound at each one's initialisation (`bounds`, None for a
+  solver without one), / BOUND_DIVISOR; None without a bound.
   """
   informative = [s['minimum_div_10'] for s, drop in zip(per_seed, drops)
                  if drop >= MIN_DROP]
@@ -203,7 +204,11 @@ def recommend(per_seed: Sequence[dict[str, float]], drops: Sequence[float],
     return median_rate(informative), reason
   flat = (f'the loss fell at most {max(drops):.0%} during the test (under '
           f'{MIN_DROP:.0%}): its suggestions are noise on a flat curve')
-  if bound is None:
+  known = [bound for bound in bounds if bound is not None]
+  if not known:
     return None, flat + ', and the solver has no curvature bound'
-  return bound / BOUND_DIVISOR, (f'{flat}; a decade below the curvature '
-                                 'bound instead')
+  reason = f'{flat}; a decade below the curvature bound instead'
+  if len(known) > 1:
+    reason += (f' (median of {len(known)} seeds\' bounds, which spread it '
+               f'{spread(known):.2g}x)')
+  return median_rate(known) / BOUND_DIVISOR, reason

@@ -265,13 +265,13 @@ class Tracker:
   def __init__(self, config: ml_collections.ConfigDict,
                apply_fn: Callable[..., jax.Array], subset: Subset,
                params_like: PyTree):
-    self._config, self._apply_fn, self.subset = config, apply_fn, subset
+    self._config, self.apply_fn, self.subset = config, apply_fn, subset
     self.multipliers = rate_multipliers(params_like, config.bias_lr_mult)
     self._vector = random_unit_vector(config.seed, params_like)
 
   def _top(self, params: PyTree, subset: Subset, start: PyTree) -> Eigen:
     return top_eigenvalue(
-        loss_hvp(self._apply_fn, params, subset, self.multipliers), start,
+        loss_hvp(self.apply_fn, params, subset, self.multipliers), start,
         tolerance=self._config.sharpness_tolerance,
         max_iterations=self._config.sharpness_max_iterations)
 

@@ -53,10 +53,20 @@ def test_range_test_writes_curve_suggestions_and_bound(tmp_path, data_dir):
         (informative[0] * informative[1])**0.5)
   elif informative:
     assert found['recommended'] == pytest.approx(informative[0])
-  else:
-    assert found['recommended'] == pytest.approx(sharp['bound'] / 10)
+  else:  # The median of the two seeds' bounds, / 10.
+    assert found['recommended'] == pytest.approx(
+        (found['seeds'][0]['bound'] * found['seeds'][1]['bound'])**0.5 / 10)
   assert sharp['examples'] == 20 and sharp['lambda_max'] > 0
   assert sharp['bound'] == pytest.approx(2 * 1.9 / sharp['lambda_max'])
+  # Each seed's bound is measured at its own initialisation.
+  first, second = found['seeds']
+  assert first['lambda_max'] == sharp['lambda_max']
+  assert second['lambda_max'] > 0
+  assert second['lambda_max'] != pytest.approx(first['lambda_max'], rel=1e-3)
+  assert second['bound'] == pytest.approx(2 * 1.9 / second['lambda_max'])
+  assert found['bound_over_seeds']['spread'] == pytest.approx(
+      max(first['bound'], second['bound']) /
+      min(first['bound'], second['bound']))
   assert sharp['batch_sharpness'] > 0  # Batch size 1.
   assert os.path.getsize(workdir / 'lr_find.png') > 10_000
   scalars = tb_events.read_scalars(str(workdir))
@@ -65,7 +75,8 @@ def test_range_test_writes_curve_suggestions_and_bound(tmp_path, data_dir):
   assert [v for _, v in scalars['lr_find/learning_rate']] == pytest.approx(
       found['seeds'][0]['rates'])
   for line in ('valley', 'steepest', 'minimum_div_10', 'recommended: ',
-               'stable-rate bound', 'per-example (batch) sharpness'):
+               'stable-rate bound', 'per-example (batch) sharpness',
+               "curvature bound over the seeds' initialisations"):
     assert line in result.stdout, result.stdout
 
 

@@ -90,7 +90,7 @@ def test_recommendation_is_the_median_of_informative_seeds_minimum_div_10():
               for r in (1e-4, 4e-4, 2e-4, 1e-9)]
   # The last seed's loss barely fell: its minimum is noise, left out.
   rate, reason = lr_range.recommend(per_seed, [0.3, 0.2, 0.25, 0.05],
-                                    bound=3e-3)
+                                    bounds=[3e-3] * 4)
   assert rate == pytest.approx(2e-4)
   assert 'median of 3 of 4 seeds' in reason and '4x' in reason
   assert lr_range.spread([1e-4, 4e-4, 2e-4]) == pytest.approx(4.0)
@@ -98,10 +98,15 @@ def test_recommendation_is_the_median_of_informative_seeds_minimum_div_10():
 
 def test_a_flat_curve_falls_back_to_the_curvature_bound():
   per_seed = [{'minimum_div_10': r} for r in (1e-9, 1e-3)]
-  rate, reason = lr_range.recommend(per_seed, [0.05, 0.1], bound=0.06)
+  rate, reason = lr_range.recommend(per_seed[:1], [0.05], bounds=[0.06])
   assert rate == pytest.approx(0.006)
-  assert 'fell at most 10%' in reason and 'curvature bound' in reason
-  rate, reason = lr_range.recommend(per_seed, [0.05, 0.1], bound=None)
+  assert 'fell at most 5%' in reason and 'curvature bound' in reason
+  # Over seeds: the median of each seed's bound, and how far apart they are.
+  rate, reason = lr_range.recommend(per_seed, [0.05, 0.1], bounds=[0.02, 0.08])
+  assert rate == pytest.approx(0.004)
+  assert "median of 2 seeds' bounds, which spread it 4x" in reason
+  rate, reason = lr_range.recommend(per_seed, [0.05, 0.1],
+                                    bounds=[None, None])
   assert rate is None and 'no curvature bound' in reason
 
 
