@@ -119,9 +119,14 @@ def _plot(result: dict[str, Any], path: str) -> None:
     lowest = min(lowest, min(curve['smoothed']))
   marks = {f'{name} {rate:.2g}': rate
            for name, rate in result['suggestions'].items()}
-  bound = result['sharpness']['bound']
-  if bound is not None:
-    marks[f'curvature bound {bound:.2g}'] = bound
+  # The bound the recommendation falls back on: over several seeds, theirs.
+  over_seeds = result['bound_over_seeds']
+  if len(result['seeds']) > 1 and over_seeds is not None:
+    marks[f'curvature bound {over_seeds["median"]:.2g} (median of '
+          f'{len(result["seeds"])} seeds)'] = over_seeds['median']
+  elif result['sharpness']['bound'] is not None:
+    marks[f'curvature bound {result["sharpness"]["bound"]:.2g}'] = (
+        result['sharpness']['bound'])
   for i, (label, rate) in enumerate(marks.items()):
     ax.axvline(rate, color=f'C{i + 1}', ls=':' if 'bound' in label else '--',
                label=label)
