@@ -316,6 +316,7 @@ def test_range_test_and_curvature_bound_beside_the_sweep(sweep, tmp_path,
       'seeds': [{'seed': 0}, {'seed': 1}], 'suggestions': suggestions,
       'spread': {'valley': 1.3, 'steepest': 1.2, 'minimum_div_10': 2.3},
       'recommended': 1.4e-4,
+      'bound_over_seeds': {'median': 7.2e-3, 'spread': 5.1},
       'sharpness': {'lambda_max': 1112.0, 'bound': 3.4e-3, 'examples': 1000,
                     'formula': '2(1+mu)/lambda, mu=0.9',
                     'batch_bound': 7.3e-3}}))
@@ -339,7 +340,8 @@ def test_range_test_and_curvature_bound_beside_the_sweep(sweep, tmp_path,
             'steepest 0.0034, minimum_div_10 0.00014 (max/min over 2 seeds: '
             '1.3x, 1.2x, 2.3x). Curvature bound at initialisation 0.0034 '
             '(lambda_max 1112 over 1000 images, 2(1+mu)/lambda, mu=0.9), '
-            'per-example 0.0073.') in text
+            "per-example 0.0073; over the 2 seeds' initialisations median "
+            '0.0072 (5.1x).') in text
     assert ('Run `lr_1e-4`: sharpness at initialisation 1000, bound 0.0038'
             in text)
     assert ('The sweep: best rate 0.0001, largest rate every seed converged '
