@@ -173,12 +173,10 @@ def _write_events(workdir: str, result: dict[str, Any]) -> None:
 
 def _initial_state(config: ml_collections.ConfigDict,
                    devices: list[jax.Device], num_classes: int,
-                   seed: int) -> train.TrainState:
-  """Training's initial state from `seed`, its rate rising over the test."""
-  rates = jnp.asarray(lr_range.rates(config.lr_find.min_lr,
-                                     config.lr_find.max_lr,
-                                     config.lr_find.num_steps), jnp.float32)
-  schedule = lambda count: rates[jnp.minimum(count, len(rates) - 1)]
+                   rates: np.ndarray, seed: int) -> train.TrainState:
+  """Training's initial state from `seed`, its rate rising along `rates`."""
+  schedule_rates = jnp.asarray(rates, jnp.float32)
+  schedule = lambda count: schedule_rates[jnp.minimum(count, len(rates) - 1)]
   model = models.create_model(config.model, num_classes)
   channels = 1 if config.grayscale else 3
   return train.create_train_state(
@@ -190,10 +188,10 @@ def _initial_state(config: ml_collections.ConfigDict,
 
 def _range_test(config: ml_collections.ConfigDict,
                 pipeline: input_pipeline.Pipeline, devices: list[jax.Device],
-                state: train.TrainState, seed: int) -> dict[str, Any]:
+                rates: np.ndarray, state: train.TrainState,
+                seed: int) -> dict[str, Any]:
   """One range test from `state`, `seed`'s initial state, in its batch order."""
   cfg = config.lr_find
-  rates = lr_range.rates(cfg.min_lr, cfg.max_lr, cfg.num_steps)
   losses = _losses(config, pipeline.reseeded(seed), state, devices,
                    len(rates))
   curve = lr_range.analyse(losses, rates, beta=cfg.smoothing,
@@ -221,7 +219,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   loaded = time.monotonic()
   # The full sharpness is at the first seed's initial parameters, which its
   # range test then trains from; the other seeds' get lambda_max alone.
-  first = _initial_state(config, devices, num_classes, config.seed)
+  rates = lr_range.rates(cfg.min_lr, cfg.max_lr, cfg.num_steps)
+  first = _initial_state(config, devices, num_classes, rates, config.seed)
   tracker = _sharpness_tracker(config, pipeline, first.params)
   initial_sharpness = _initial_sharpness(config, tracker, first.params)
   measured = time.monotonic()
@@ -230,11 +229,11 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     if seed == config.seed:
       state, lambda_max = first, initial_sharpness['lambda_max']
     else:
-      state = _initial_state(config, devices, num_classes, seed)
+      state = _initial_state(config, devices, num_classes, rates, seed)
       start = time.monotonic()
       lambda_max = tracker.measure(state.params).value
       other_seeds_sharpness_s += time.monotonic() - start
-    curve = _range_test(config, pipeline, devices, state, seed)
+    curve = _range_test(config, pipeline, devices, rates, state, seed)
     curve.update(lambda_max=lambda_max,
                  bound=sharpness.stable_rate_bound(config, lambda_max))
     curves.append(curve)

@@ -766,7 +766,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       distributed.agreed(
           lambda: setup.checkpointer.check_space(run.step, arrays))
       writer = metric_writers.create_default_writer(
-          workdir, just_logging=jax.process_index() > 0)
+          workdir, just_logging=not distributed.is_primary())
       if run.step == 0:
         writer.write_hparams(_hparams(config))
       _write_status(workdir, run.status)
