@@ -106,6 +106,54 @@ def test_every_epoch_is_a_new_permutation_of_the_training_split(tiny_config):
   assert epochs[0] != split
 
 
+def test_epoch_order_is_tf_datas_shuffle_of_the_examples(tiny_config):
+  # Batches are gathered from memory in an order that tf.data computes for
+  # the indices: the order in which shuffling the examples themselves (what
+  # every run before that change trained on) yields them.
+  tiny_config.seed = 3
+  pipeline = _pipeline(_unshaped_config(tiny_config))
+
+  for epoch in (0, 2):
+    shuffled = pipeline.splits.train.shuffle(
+        NUM_TRAIN, seed=3 * 100_003 + epoch, reshuffle_each_iteration=False)
+    expected = [
+        [_fingerprint(image, label)
+         for image, label in zip(batch['image'], batch['label'])]
+        for batch in shuffled.batch(4, drop_remainder=True).as_numpy_iterator()]
+
+    assert _epoch(pipeline, epoch) == expected
+
+
+def test_epochs_are_gathered_without_tf_data(tiny_config, monkeypatch):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  pipeline = _pipeline(tiny_config)
+  expected = [_epoch(pipeline, 0), _epoch(pipeline, 1),
+              list(pipeline.validation_batches(batch_size=7))]
+
+  def refuse(*unused):
+    raise AssertionError('an epoch iterated a tf.data dataset')
+
+  monkeypatch.setattr(tf.data.Dataset, '__iter__', refuse)
+  monkeypatch.setattr(tf.data.Dataset, 'as_numpy_iterator', refuse)
+
+  assert [_epoch(pipeline, 0), _epoch(pipeline, 1)] == expected[:2]
+  validation = list(pipeline.validation_batches(batch_size=7))
+  for batch, reference in zip(validation, expected[2], strict=True):
+    for key in ('image', 'label', 'mask'):
+      np.testing.assert_array_equal(batch[key], reference[key])
+
+
+@pytest.mark.parametrize('count', [5, 7])
+def test_a_split_of_other_than_its_counted_size_is_refused(count):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  dataset = tf.data.Dataset.from_tensor_slices(
+      {'image': np.zeros((6, 2, 2, 1), np.float32),
+       'label': np.arange(6, dtype=np.int32)})
+
+  with pytest.raises(ValueError, match=f'the {count} examples|counts {count}'):
+    input_pipeline._in_memory(dataset, count)  # pylint: disable=protected-access
+
+
 def _stored_train_images(pipeline) -> list[bytes]:
   return [e['image'].tobytes()
           for e in pipeline.splits.train.as_numpy_iterator()]
