@@ -42,8 +42,13 @@ Batch = dict[str, np.ndarray]
 _T = TypeVar('_T')
 
 # Training steps gathered at once, and run by one call of the train step
-# (`train.train_chunk`): far cheaper than a call of each per step.
-STEPS_PER_CHUNK = 64
+# (`train.train_chunk`): far cheaper than a call of each per step. Fewer where
+# batches are large (`Pipeline.steps_per_chunk`): every chunk is padded to
+# the full length and copied whole to the device and within the program, so
+# a batch-128 chunk of 64 steps (26 MB of 28x28 images) cost ~25 ms an epoch
+# in copies, however few steps it held.
+MAX_STEPS_PER_CHUNK = 64
+_CHUNK_BYTES = 8 << 20
 
 # Examples read from tf.data, or summed into the mean, at once: few calls, yet
 # at most ~100 MB of float32 even at AlexNet's 256x256 RGB.
@@ -434,16 +439,25 @@ class Pipeline:
   def steps_per_epoch(self) -> int:
     return self.splits.num_train // self.batch_size
 
+  @property
+  def steps_per_chunk(self) -> int:
+    """The longest chunk: as many steps as fit in 8 MB of images, 1 to 64.
+
+    Of the global batch, so that every process of a run cuts alike.
+    """
+    batch_bytes = self.batch_size * self._train.images[0].nbytes
+    return max(1, min(MAX_STEPS_PER_CHUNK, _CHUNK_BYTES // batch_bytes))
+
   def train_chunks(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
     """Yields epoch `epoch`'s batches from its step `start_step` on, in chunks.
 
-    A chunk holds up to `STEPS_PER_CHUNK` consecutive steps. The order is a
+    A chunk holds up to `steps_per_chunk` consecutive steps. The order is a
     function of (seed, epoch) alone (`_epoch_order`), so a resumed run sees
     the same batches as an uninterrupted one; the incomplete last batch of
     an epoch is dropped. Images come shaped (devices, steps,
     per_device_batch, H, W, C), labels (devices, steps, per_device_batch),
     for the devices of `share`, gathered alone. Chunks end at the multiples
-    of `STEPS_PER_CHUNK` counted from the start of the epoch, and at its
+    of `steps_per_chunk` counted from the start of the epoch, and at its
     end, so a run resumed mid-epoch cuts the rest of the epoch as an
     uninterrupted one does: the first chunk may be shorter, and so may the
     last.
@@ -452,9 +466,9 @@ class Pipeline:
     order = self._epoch_order(epoch)[:steps * self.batch_size].reshape(
         steps, self.num_devices, self.batch_size // self.num_devices)
     order = order[:, self.share.device_rows]
-    first = start_step
+    first, length = start_step, self.steps_per_chunk
     while first < steps:
-      end = min((first // STEPS_PER_CHUNK + 1) * STEPS_PER_CHUNK, steps)
+      end = min((first // length + 1) * length, steps)
       indices = np.swapaxes(order[first:end], 0, 1)
       yield {'image': self._train.images[indices],
              'label': self._train.labels[indices]}

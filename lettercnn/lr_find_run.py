@@ -54,10 +54,10 @@ def _losses(config: ml_collections.ConfigDict, pipeline: input_pipeline.Pipeline
   of its batch before its update.
   """
   cfg = config.lr_find
-  run_chunk = train.ChunkedTrainStep(devices, chunk_fn=_range_test_chunk)
+  run_chunk = train.ChunkedTrainStep(devices, pipeline.steps_per_chunk,
+                                     chunk_fn=_range_test_chunk)
   state = jax_utils.replicate(state, devices)
-  buffer = np.zeros((len(devices), input_pipeline.STEPS_PER_CHUNK),
-                    np.float32)
+  buffer = np.zeros((len(devices), pipeline.steps_per_chunk), np.float32)
   average = lr_range.SmoothedLoss(cfg.smoothing, cfg.stop_factor)
   losses: list[float] = []
   for epoch in itertools.count():

@@ -158,15 +158,14 @@ class ChunkedTrainStep:
 
   Called with chunks from `Pipeline.train_chunks`, shaped (devices, steps,
   per_device_batch, ...), for this process's devices of `devices`; shorter
-  chunks are padded to `max_steps`, so one compiled program (with
-  `_CPU_COMPILER_OPTIONS` on CPU) runs them all.
+  chunks are padded to `max_steps` (the pipeline's `steps_per_chunk`), so
+  one compiled program (with `_CPU_COMPILER_OPTIONS` on CPU) runs them all.
   `chunk_fn(state, carry, chunk, num_steps)` is `train_chunk` (the carry:
   train metrics) or a variant of it that records something else (the LR
   finder's per-step losses). State and carry are donated.
   """
 
-  def __init__(self, devices: list[jax.Device],
-               max_steps: int = input_pipeline.STEPS_PER_CHUNK,
+  def __init__(self, devices: list[jax.Device], max_steps: int,
                chunk_fn: Callable[..., Any] = train_chunk):
     self._pmapped = jax.pmap(chunk_fn, axis_name='batch', devices=devices,
                              donate_argnums=(0, 1))
@@ -626,7 +625,8 @@ def _train_epochs(setup: _Setup, run: _Run,
     Preempted: SIGTERM or SIGINT arrived; the step reached is checkpointed.
   """
   config, status = setup.config, run.status
-  p_train_chunk = ChunkedTrainStep(setup.devices)
+  p_train_chunk = ChunkedTrainStep(setup.devices,
+                                   setup.pipeline.steps_per_chunk)
   # An untrained network predicts about uniformly: cross-entropy ln(classes).
   reference_loss = math.log(setup.num_classes)
   reporter = progress.ProgressLogger(

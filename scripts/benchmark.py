@@ -237,7 +237,8 @@ class LettercnnLoop:
     self.epoch = 0
     self.step = 0
     if _PATCHED:
-      self.p_step = train.ChunkedTrainStep(self.devices)
+      self.p_step = train.ChunkedTrainStep(self.devices,
+                                           self.pipeline.steps_per_chunk)
     else:
       self.p_step = jax.pmap(train.train_step, axis_name='batch',
                              devices=self.devices, donate_argnums=(0, 1))
@@ -364,7 +365,7 @@ class BareStep:
     batch, devices = loop.config.batch_size, loop.devices
     per_device = batch // len(devices)
     # Steps per call: a whole chunk when the loop runs chunks, else 1.
-    self.steps_per_call = (input_pipeline.STEPS_PER_CHUNK if _PATCHED else 1)
+    self.steps_per_call = (loop.pipeline.steps_per_chunk if _PATCHED else 1)
     calls = max(1, round(loop.steps_per_run / self.steps_per_call))
     self.calls_per_run = calls
     inputs = []

@@ -105,6 +105,7 @@ class TrainStepBenchmark:
   def __init__(self, config: ml_collections.ConfigDict,
                pipeline: input_pipeline.Pipeline, devices: list[jax.Device]):
     self._batch_size = config.batch_size
+    self._steps_per_chunk = pipeline.steps_per_chunk
     schedule = schedules.create(config, pipeline.steps_per_epoch)
     model = models.create_model(config.model, pipeline.splits.num_classes,
                                 lowering='matmul')
@@ -115,7 +116,7 @@ class TrainStepBenchmark:
         optimizers.create(config, schedule))
     self._state = jax_utils.replicate(state, devices)
     self._metrics = jax_utils.replicate(train.TrainMetrics.empty(), devices)
-    self._step = train.ChunkedTrainStep(devices)
+    self._step = train.ChunkedTrainStep(devices, pipeline.steps_per_chunk)
     chunks = pipeline.train_chunks(0)
     self._chunks = list(_to_devices(
         (next(chunks) for _ in range(_DEVICE_CHUNKS)), devices))
@@ -133,7 +134,7 @@ class TrainStepBenchmark:
 
   def rate(self, steps: int) -> float:
     """Images/s of about `steps` train steps (whole chunks)."""
-    num_chunks = max(1, steps // input_pipeline.STEPS_PER_CHUNK)
+    num_chunks = max(1, steps // self._steps_per_chunk)
     start = time.perf_counter()
     steps = self._run(num_chunks)
     return steps * self._batch_size / (time.perf_counter() - start)

@@ -154,6 +154,34 @@ def test_a_split_of_other_than_its_counted_size_is_refused(count):
     input_pipeline._in_memory(dataset, count)  # pylint: disable=protected-access
 
 
+@pytest.mark.parametrize('unshaped,batch_size,steps', [
+    (False, 4, 64), (False, 48, 55), (True, 4, 42), (True, 48, 3)])
+def test_a_chunk_holds_at_most_8_mb_of_images(tiny_config, unshaped,
+                                               batch_size, steps):
+  # 28x28x1 float32 images are 3136 bytes, 64x64x3 ones 49152.
+  config = _unshaped_config(tiny_config) if unshaped else tiny_config
+
+  assert _pipeline(config, batch_size).steps_per_chunk == steps
+
+
+@pytest.mark.parametrize('start_step,lengths', [(0, [4, 4, 4, 3]),
+                                                (6, [2, 4, 3])])
+def test_chunks_end_at_multiples_of_steps_per_chunk(tiny_config, monkeypatch,
+                                                     start_step, lengths):
+  monkeypatch.setattr(input_pipeline, '_CHUNK_BYTES', 4 * 4 * 28 * 28 * 4)
+  pipeline = _pipeline(tiny_config, batch_size=4)
+
+  chunks = list(pipeline.train_chunks(1, start_step))
+
+  assert pipeline.steps_per_chunk == 4
+  assert [input_pipeline.chunk_steps(c) for c in chunks] == lengths
+  steps = [{k: v[:, i] for k, v in c.items()} for c in chunks
+           for i in range(input_pipeline.chunk_steps(c))]
+  for step, batch in zip(steps, list(pipeline.train_batches(1))[start_step:],
+                         strict=True):
+    np.testing.assert_array_equal(step['image'], batch['image'])
+
+
 def _stored_train_images(pipeline) -> list[bytes]:
   return [e['image'].tobytes()
           for e in pipeline.splits.train.as_numpy_iterator()]

@@ -3,6 +3,7 @@
 import jax
 import pytest
 
+from lettercnn import input_pipeline
 from lettercnn import models
 from lettercnn import run_status
 from lettercnn import tb_events
@@ -38,6 +39,30 @@ def test_two_device_run_learns_and_logs_every_scalar(tiny_config, tmp_path):
   assert rates[boundary] == pytest.approx(1e-3)
   assert rates[boundary + 1] == pytest.approx(1e-4)
   assert status['final']['val_accuracy'] == dict(scalars['val_accuracy'])[90]
+
+
+def test_the_loop_pads_chunks_to_the_pipelines_chunk_length(
+    tiny_config, tmp_path, monkeypatch):
+  # 3 steps of batch 2 fit (28x28x1 float32 images): chunks of 3, not 64.
+  monkeypatch.setattr(input_pipeline, '_CHUNK_BYTES', 3 * 2 * 28 * 28 * 4)
+  calls = []
+  real_call = train.ChunkedTrainStep.__call__
+
+  def call(self, state, carry, chunk):
+    calls.append((self._max_steps, input_pipeline.chunk_steps(chunk)))  # pylint: disable=protected-access
+    return real_call(self, state, carry, chunk)
+
+  monkeypatch.setattr(train.ChunkedTrainStep, '__call__', call)
+  config = tiny_config
+  config.num_epochs = 1
+  config.batch_size = 2
+
+  status = train.train_and_evaluate(config, str(tmp_path))
+
+  assert status['step'] == 30
+  assert {max_steps for max_steps, _ in calls} == {3}
+  # Cut at multiples of 3 and of log_every_steps (10).
+  assert [steps for _, steps in calls] == [3, 3, 3, 1, 2, 3, 3, 2, 1, 3, 3, 3]
 
 
 @pytest.mark.parametrize('optimizer', ['sgd', 'momentum', 'nesterov', 'adagrad',
