@@ -309,7 +309,7 @@ _OPTIONS = tf.data.Options()
 _OPTIONS.autotune.enabled = False
 
 
-class Examples(NamedTuple):
+class _Examples(NamedTuple):
   """A split in memory: images (N, H, W, C) float32, labels (N,) int32."""
   images: np.ndarray
   labels: np.ndarray
@@ -318,8 +318,8 @@ class Examples(NamedTuple):
 class _Cached(NamedTuple):
   """Raw splits, and the preprocessed splits read into memory."""
   splits: splits.Splits
-  train: Examples
-  validation: Examples
+  train: _Examples
+  validation: _Examples
 
 
 def _cached(config: ml_collections.ConfigDict,
@@ -336,7 +336,7 @@ def _cached(config: ml_collections.ConfigDict,
   return _Cached(source, train, validation)
 
 
-def _in_memory(dataset: tf.data.Dataset, count: int) -> Examples:
+def _in_memory(dataset: tf.data.Dataset, count: int) -> _Examples:
   """Reads the `count` examples of `dataset`, in order, into numpy arrays.
 
   Every epoch then gathers its batches from them, with no tf.data pass of
@@ -362,7 +362,7 @@ def _in_memory(dataset: tf.data.Dataset, count: int) -> Examples:
   if read != count:
     raise ValueError(f'the split holds {read} examples where its metadata '
                      f'counts {count}')
-  return Examples(images, labels)
+  return _Examples(images, labels)
 
 
 def _training_mean(images: np.ndarray, mode: str) -> np.ndarray | None:
@@ -527,7 +527,7 @@ class Pipeline:
     images, labels = self._validation
     starts = range(0, len(labels), batch_size)
     for start in starts[self.share.index::self.share.count]:
-      num_real = len(labels[start:start + batch_size])
+      num_real = min(batch_size, len(labels) - start)
       pad = batch_size - num_real
       yield {
           'image': np.pad(images[start:start + batch_size],
