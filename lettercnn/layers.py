@@ -13,10 +13,12 @@ the CPU's tuned GEMM library and the patch gathering is plain slicing.
 hand-written gradient that keeps every product in a GEMM-friendly layout.
 `max_pool_2x2` is `nn.max_pool(x, (2, 2), strides=(2, 2))` with the same
 values and gradient, NaN and infinities included, without the scatter that
-the gradient of `reduce_window` lowers to on CPU. `conv_valid_cnhw`,
-`max_pool_2x2_cnhw` and `ConvCNHW` compute the same in channel-major
-(C, N, H, W) layout, for batches above 1: there the NHWC patch matrix,
-built by a concatenation along its minor axis, costs more than the products.
+the gradient of `reduce_window` lowers to on CPU. `conv_valid_chwn`,
+`max_pool_2x2_chwn` and `ConvCHWN` compute the same in (C, H, W, N) layout,
+the batch minor, for batches above 1: there the NHWC patch matrix, built by
+a concatenation along its minor axis, costs more than the products, and with
+the batch minor every patch slice, pooling corner and col2im shift moves
+whole runs of the batch.
 """
 
 import functools
@@ -124,59 +126,60 @@ def conv_general_dilated(input_grad: bool = True):
   return conv
 
 
-def _patches_cnhw(x: jax.Array, kh: int, kw: int) -> jax.Array:
-  """(C, N, H, W) -> (kh*kw*C + 1, N*OH*OW): rows in HWIO-reshape order, ones.
+def _patches_chwn(x: jax.Array, kh: int, kw: int) -> jax.Array:
+  """(C, H, W, N) -> (kh*kw*C + 1, OH*OW*N): rows in HWIO-reshape order, ones.
 
   The last row is ones, so that the product with the kernel and bias stacked
   as one (kh*kw*C + 1, Cout) matrix adds the bias, and the weight gradient's
-  product yields the bias gradient too, without a pass of its own.
+  product yields the bias gradient too, without a pass of its own. With the
+  batch minor, every slice copies runs of whole images' columns (OW*N floats).
   """
-  c, n, h, w = x.shape
+  c, h, w, n = x.shape
   oh, ow = h - kh + 1, w - kw + 1
   # Column shifts first, then row shifts of those: XLA fuses x's producer (a
   # pooling) into each slice that reads x, so kw slices compute it kw times,
   # where kh*kw slices of x would compute it kh*kw times.
-  columns = jnp.stack([x[:, :, :, j:j + ow] for j in range(kw)])
-  rows = jnp.stack([columns[:, :, :, i:i + oh] for i in range(kh)])
+  columns = jnp.stack([x[:, :, j:j + ow] for j in range(kw)])
+  rows = jnp.stack([columns[:, :, i:i + oh] for i in range(kh)])
   return jnp.concatenate(
-      [rows.reshape(kh * kw * c, n * oh * ow),
-       jnp.ones((1, n * oh * ow), x.dtype)], axis=0)
+      [rows.reshape(kh * kw * c, oh * ow * n),
+       jnp.ones((1, oh * ow * n), x.dtype)], axis=0)
 
 
-def _col2im_cnhw(patch_grads: jax.Array, kh: int, kw: int,
+def _col2im_chwn(patch_grads: jax.Array, kh: int, kw: int,
                  shape: tuple[int, ...]) -> jax.Array:
-  """Adjoint of `_patches_cnhw` less its ones: (kh*kw*C, N*OH*OW) -> shape."""
-  c, n, h, w = shape
+  """Adjoint of `_patches_chwn` less its ones: (kh*kw*C, OH*OW*N) -> shape."""
+  c, h, w, n = shape
   oh, ow = h - kh + 1, w - kw + 1
-  patch_grads = patch_grads.reshape(kh, kw, c, n, oh, ow)
+  patch_grads = patch_grads.reshape(kh, kw, c, oh, ow, n)
   rows = []
   for i in range(kh):
     row = sum(jnp.pad(patch_grads[i, j],
-                      ((0, 0), (0, 0), (0, 0), (j, w - ow - j)))
+                      ((0, 0), (0, 0), (j, w - ow - j), (0, 0)))
               for j in range(kw))
-    rows.append(jnp.pad(row, ((0, 0), (0, 0), (i, h - oh - i), (0, 0))))
+    rows.append(jnp.pad(row, ((0, 0), (i, h - oh - i), (0, 0), (0, 0))))
   return jnp.stack(rows).sum(axis=0)  # One reduction, as in `_col2im`.
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _conv_cnhw(x: jax.Array, kernel: jax.Array, bias: jax.Array,
+def _conv_chwn(x: jax.Array, kernel: jax.Array, bias: jax.Array,
                input_grad: bool) -> jax.Array:
-  return _conv_cnhw_fwd(x, kernel, bias, input_grad)[0]
+  return _conv_chwn_fwd(x, kernel, bias, input_grad)[0]
 
 
-def _conv_cnhw_fwd(x, kernel, bias, input_grad):
+def _conv_chwn_fwd(x, kernel, bias, input_grad):
   del input_grad
   kh, kw, cin, cout = kernel.shape
-  _, n, h, w = x.shape
-  patches = _patches_cnhw(x, kh, kw)
+  _, h, w, n = x.shape
+  patches = _patches_chwn(x, kh, kw)
   weights = jnp.concatenate([kernel.reshape(kh * kw * cin, cout),
                              bias[None]], axis=0)
   out = jnp.transpose(weights) @ patches
-  return (out.reshape(cout, n, h - kh + 1, w - kw + 1),
+  return (out.reshape(cout, h - kh + 1, w - kw + 1, n),
           (patches, kernel, x.shape))
 
 
-def _conv_cnhw_bwd(input_grad, residuals, out_grad):
+def _conv_chwn_bwd(input_grad, residuals, out_grad):
   patches, kernel, x_shape = residuals
   kh, kw, cin, cout = kernel.shape
   out_grad = out_grad.reshape(cout, -1)
@@ -187,32 +190,33 @@ def _conv_cnhw_bwd(input_grad, residuals, out_grad):
   if not input_grad:
     return jnp.zeros(x_shape, out_grad.dtype), kernel_grad, bias_grad
   patch_grads = kernel.reshape(kh * kw * cin, cout) @ out_grad
-  return (_col2im_cnhw(patch_grads, kh, kw, x_shape), kernel_grad,
+  return (_col2im_chwn(patch_grads, kh, kw, x_shape), kernel_grad,
           bias_grad)
 
 
-_conv_cnhw.defvjp(_conv_cnhw_fwd, _conv_cnhw_bwd)
+_conv_chwn.defvjp(_conv_chwn_fwd, _conv_chwn_bwd)
 
 
-def conv_valid_cnhw(x: jax.Array, kernel: jax.Array, bias: jax.Array,
+def conv_valid_chwn(x: jax.Array, kernel: jax.Array, bias: jax.Array,
                     input_grad: bool = True) -> jax.Array:
-  """`conv_valid` plus bias in channel-major layout: (C, N, H, W) in and out.
+  """`conv_valid` plus bias with the batch minor: (C, H, W, N) in and out.
 
   The kernel stays HWIO, the bias is (Cout,). Every product is one GEMM whose
-  long side is N*OH*OW, and the patch matrix is built from contiguous rows,
-  which at batch sizes above 1 beats `conv_valid`'s NHWC patches (a
-  concatenation along the minor axis, strided writes of C floats each).
+  long side is OH*OW*N, and the patch matrix is built from runs of OW*N
+  contiguous floats, which at batch sizes above 1 beats `conv_valid`'s NHWC
+  patches (a concatenation along the minor axis, strided writes of C floats
+  each).
   """
-  return _conv_cnhw(x, kernel, bias, input_grad)
+  return _conv_chwn(x, kernel, bias, input_grad)
 
 
 @jax.custom_vjp
-def _pool_cnhw(x: jax.Array) -> jax.Array:
-  return _pool_cnhw_fwd(x)[0]
+def _pool_chwn(x: jax.Array) -> jax.Array:
+  return _pool_chwn_fwd(x)[0]
 
 
-def _pool_cnhw_fwd(x):
-  corners = [x[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)]
+def _pool_chwn_fwd(x):
+  corners = [x[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]
   # `max_pool_2x2`'s scan: the index of the element its gradient goes to.
   picked, index = corners[0], jnp.zeros(corners[0].shape, jnp.int32)
   for k in (1, 2, 3):
@@ -226,31 +230,30 @@ def _pool_cnhw_fwd(x):
   return jnp.stack(corners).max(axis=0), index
 
 
-def _pool_cnhw_bwd(index, out_grad):
+def _pool_chwn_bwd(index, out_grad):
   zero = jnp.zeros_like(out_grad)
   rows = [jnp.stack([jnp.where(index == 2 * i + j, out_grad, zero)
-                     for j in (0, 1)], axis=-1) for i in (0, 1)]
-  c, n, h, w = out_grad.shape
-  return (jnp.stack(rows, axis=-3).reshape(c, n, 2 * h, 2 * w),)
+                     for j in (0, 1)], axis=-2) for i in (0, 1)]
+  c, h, w, n = out_grad.shape
+  return (jnp.stack(rows, axis=2).reshape(c, 2 * h, 2 * w, n),)
 
 
-_pool_cnhw.defvjp(_pool_cnhw_fwd, _pool_cnhw_bwd)
+_pool_chwn.defvjp(_pool_chwn_fwd, _pool_chwn_bwd)
 
 
-def max_pool_2x2_cnhw(x: jax.Array) -> jax.Array:
-  """`max_pool_2x2` of (C, N, H, W) `x`: the same values and gradient.
+def max_pool_2x2_chwn(x: jax.Array) -> jax.Array:
+  """`max_pool_2x2` of (C, H, W, N) `x`: the same values and gradient.
 
   A hand-written gradient: each output's gradient goes to the window
   element `max_pool_2x2`'s scan picks, written in one pass over the
-  strided corners (`max_pool_2x2`'s form vectorises along C, which is not
-  the minor axis here).
+  corners, strided in H and W and contiguous along the batch.
   """
-  h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2
-  return _pool_cnhw(x[:, :, :h, :w])
+  h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+  return _pool_chwn(x[:, :h, :w])
 
 
-class ConvCNHW(nn.Module):
-  """`nn.Conv` (stride 1, 'VALID', HWIO kernel, bias) on (C, N, H, W) inputs.
+class ConvCHWN(nn.Module):
+  """`nn.Conv` (stride 1, 'VALID', HWIO kernel, bias) on (C, H, W, N) inputs.
 
   Its parameters are `nn.Conv`'s, same names, shapes and initialisation, so
   a model can switch layouts without changing its parameters.
@@ -267,7 +270,7 @@ class ConvCNHW(nn.Module):
                         self.kernel_size + (x.shape[0], self.features),
                         jnp.float32)
     bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
-    return conv_valid_cnhw(x, kernel, bias, self.input_grad)
+    return conv_valid_chwn(x, kernel, bias, self.input_grad)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

@@ -4,7 +4,7 @@ Every model is called as `model.apply(variables, images_nhwc, train=...)`:
 `train=True` turns dropout on (drawing from the 'dropout' rng), `train=False`
 (the default, for evaluation) is deterministic. `lowering` picks how
 convolutions are computed ('xla' or, for the models that list them in
-`lowerings`, 'matmul' and 'matmul_cnhw'); `min_image_size` is the smallest
+`lowerings`, 'matmul' and 'matmul_chwn'); `min_image_size` is the smallest
 input side.
 """
 
@@ -43,8 +43,8 @@ def _lenet_features(x: jnp.ndarray, lowering: str,
     ValueError: the images are too small to leave a pixel.
   """
   image_hw = x.shape[1:3]
-  if lowering == 'matmul_cnhw':
-    x = _lenet_features_cnhw(x, kernel_init, activation)
+  if lowering == 'matmul_chwn':
+    x = _lenet_features_chwn(x, kernel_init, activation)
   else:
     x = _lenet_features_nhwc(x, lowering, kernel_init, activation)
   if x.shape[1] < 1 or x.shape[2] < 1:  # Not a network of biases alone.
@@ -53,22 +53,23 @@ def _lenet_features(x: jnp.ndarray, lowering: str,
   return x.reshape((x.shape[0], -1))
 
 
-def _lenet_features_cnhw(x: jnp.ndarray,
+def _lenet_features_chwn(x: jnp.ndarray,
                          kernel_init: nn.initializers.Initializer,
                          activation: Callable[[jnp.ndarray], jnp.ndarray]
                          ) -> jnp.ndarray:
-  """`_lenet_features`' stack in channel-major layout; NHWC maps out.
+  """`_lenet_features`' stack with the batch minor; NHWC maps out.
 
   The layers are named as `nn.Conv` names them, so the parameters are the
-  other lowerings'.
+  other lowerings'. The two transposes move the images and the last pooled
+  maps, the stack's smallest tensors.
   """
-  x = jnp.transpose(x, (3, 0, 1, 2))  # Free for one channel.
-  x = layers.ConvCNHW(20, (5, 5), kernel_init, input_grad=False,
+  x = jnp.transpose(x, (3, 1, 2, 0))
+  x = layers.ConvCHWN(20, (5, 5), kernel_init, input_grad=False,
                       name='Conv_0')(x)
-  x = layers.max_pool_2x2_cnhw(activation(x))
-  x = layers.ConvCNHW(50, (5, 5), kernel_init, name='Conv_1')(x)
-  x = layers.max_pool_2x2_cnhw(activation(x))
-  return jnp.transpose(x, (1, 2, 3, 0))
+  x = layers.max_pool_2x2_chwn(activation(x))
+  x = layers.ConvCHWN(50, (5, 5), kernel_init, name='Conv_1')(x)
+  x = layers.max_pool_2x2_chwn(activation(x))
+  return jnp.transpose(x, (3, 1, 2, 0))
 
 
 def _lenet_features_nhwc(x: jnp.ndarray, lowering: str,
@@ -103,13 +104,13 @@ class LeNet(nn.Module):
   parameters and results up to float rounding: 'xla' (XLA's convolution and
   reduce-window; best for large inference batches), 'matmul' (im2col and
   matrix products, `lettercnn.layers`; several times faster to train on CPU
-  at batch 1) or 'matmul_cnhw' (the same in channel-major layout; faster to
-  train on CPU at larger batches).
+  at batch 1) or 'matmul_chwn' (the same in (C, H, W, N) layout, the batch
+  minor; faster to train on CPU at larger batches).
   """
   num_classes: int
   input_scale: float = 0.0125
   lowering: str = 'xla'
-  lowerings: ClassVar[tuple[str, ...]] = ('xla', 'matmul', 'matmul_cnhw')
+  lowerings: ClassVar[tuple[str, ...]] = ('xla', 'matmul', 'matmul_chwn')
   # The smallest input side: two 5x5 'VALID' convolutions and two 2x2 pools
   # leave 16 -> 12 -> 6 -> 2 -> 1 pixel.
   min_image_size: ClassVar[int] = 16

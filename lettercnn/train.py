@@ -431,13 +431,13 @@ def training_model(model: flax.linen.Module, devices: list[jax.Device],
   products (`lettercnn.layers`): same parameters and results up to float
   rounding, several times faster at small batches. One image per device
   keeps the NHWC 'matmul' lowering (which batch-1 runs were made with, so
-  they stay bit-identical); larger batches train channel-major
-  ('matmul_cnhw'), whose patch matrices and products scale with the batch.
+  they stay bit-identical); larger batches train with the batch as the minor
+  axis ('matmul_chwn'), whose patch matrices and products scale with it.
   Evaluation keeps XLA's convolutions, faster for its large batches.
   """
   if devices[0].platform != 'cpu':
     return model
-  lowering = 'matmul' if per_device_batch == 1 else 'matmul_cnhw'
+  lowering = 'matmul' if per_device_batch == 1 else 'matmul_chwn'
   if lowering in model.lowerings:
     return model.clone(lowering=lowering)
   return model

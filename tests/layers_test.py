@@ -16,21 +16,21 @@ def _xla_conv(x, kernel):
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _conv_cnhw(x, kernel, bias):
-  """`layers.conv_valid_cnhw` with NHWC in and out."""
-  y = layers.conv_valid_cnhw(jnp.transpose(x, (3, 0, 1, 2)), kernel, bias)
-  return jnp.transpose(y, (1, 2, 3, 0))
+def _conv_chwn(x, kernel, bias):
+  """`layers.conv_valid_chwn` with NHWC in and out."""
+  y = layers.conv_valid_chwn(jnp.transpose(x, (3, 1, 2, 0)), kernel, bias)
+  return jnp.transpose(y, (3, 1, 2, 0))
 
 
-def _pool_cnhw(x):
-  """`layers.max_pool_2x2_cnhw` with NHWC in and out."""
-  y = layers.max_pool_2x2_cnhw(jnp.transpose(x, (3, 0, 1, 2)))
-  return jnp.transpose(y, (1, 2, 3, 0))
+def _pool_chwn(x):
+  """`layers.max_pool_2x2_chwn` with NHWC in and out."""
+  y = layers.max_pool_2x2_chwn(jnp.transpose(x, (3, 1, 2, 0)))
+  return jnp.transpose(y, (3, 1, 2, 0))
 
 
 _CONVS = {'nhwc': lambda x, k, b: layers.conv_valid(x, k) + b,
-          'cnhw': _conv_cnhw}
-_POOLS = {'nhwc': layers.max_pool_2x2, 'cnhw': _pool_cnhw}
+          'chwn': _conv_chwn}
+_POOLS = {'nhwc': layers.max_pool_2x2, 'chwn': _pool_chwn}
 
 
 @pytest.mark.parametrize('layout', list(_CONVS))
@@ -58,15 +58,15 @@ def test_conv_valid_matches_xla_with_gradients(layout, shape):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
-def test_conv_cnhw_without_input_grad_keeps_the_kernel_grad():
+def test_conv_chwn_without_input_grad_keeps_the_kernel_grad():
   rng = np.random.default_rng(7)
-  x = jnp.asarray(rng.normal(size=(1, 2, 8, 8)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(1, 8, 8, 2)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(5, 5, 1, 3)), jnp.float32)
   bias = jnp.zeros((3,), jnp.float32)
 
   def loss(input_grad):
     return lambda *args: jnp.sum(jnp.sin(
-        layers.conv_valid_cnhw(*args, input_grad=input_grad)))
+        layers.conv_valid_chwn(*args, input_grad=input_grad)))
 
   dx, dk, db = jax.grad(loss(False), argnums=(0, 1, 2))(x, kernel, bias)
   np.testing.assert_array_equal(dx, np.zeros(x.shape))
@@ -93,7 +93,7 @@ def test_max_pool_matches_flax_with_gradients(layout, shape):
 
 @pytest.mark.parametrize('name', ['lenet', 'lenet_tf'])
 @pytest.mark.parametrize('size', [28, 16, 18])  # 18: odd sides to pool.
-@pytest.mark.parametrize('lowering', ['matmul', 'matmul_cnhw'])
+@pytest.mark.parametrize('lowering', ['matmul', 'matmul_chwn'])
 def test_lenet_lowerings_agree(name, size, lowering):
   images = jnp.asarray(
       np.random.default_rng(2).uniform(0, 255, size=(3, size, size, 1)),

@@ -85,11 +85,11 @@ def test_every_solver_trains_a_real_epoch(tiny_config, tmp_path, optimizer):
 
 
 @pytest.mark.parametrize('per_device_batch, lowering',
-                         [(1, 'matmul'), (2, 'matmul_cnhw'),
-                          (128, 'matmul_cnhw')])
+                         [(1, 'matmul'), (2, 'matmul_chwn'),
+                          (128, 'matmul_chwn')])
 def test_training_lowering_depends_on_the_batch(per_device_batch, lowering):
   # Batch 1 keeps the NHWC lowering its runs were made with (bit-identical
-  # results); larger batches train channel-major.
+  # results); larger batches train with the batch as the minor axis.
   devices = jax.local_devices()
   lenet = models.create_model('lenet', 10)
   assert train.training_model(lenet, devices,
