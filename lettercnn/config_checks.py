@@ -87,6 +87,13 @@ def _check_lr_policy(config: ml_collections.ConfigDict) -> None:
              "(0, 100) for lr_policy='multistep'")
 
 
+def check_cpu_devices(config: ml_collections.ConfigDict) -> None:
+  """Raises InputError unless `config.cpu_devices` is an integer >= 1."""
+  value = config.cpu_devices
+  _require(isinstance(value, int) and not isinstance(value, bool)
+           and value >= 1, f'cpu_devices={value!r} must be an integer >= 1')
+
+
 def num_devices_to_use(config: ml_collections.ConfigDict) -> int:
   """The device count a run uses: `config.num_devices`, or all local ones.
 
@@ -156,6 +163,7 @@ def check_config(config: ml_collections.ConfigDict) -> int:
            f'image_size={config.image_size} is below {config.model}\'s '
            f'smallest input, {min_size}')
   _check_sharpness(config, measured=config.sharpness_every_steps > 0)
+  check_cpu_devices(config)
   num_devices = num_devices_to_use(config)
   _require(config.batch_size % num_devices == 0,
            f'batch_size={config.batch_size} does not divide over '

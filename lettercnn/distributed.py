@@ -163,6 +163,23 @@ def local_devices(devices: list[jax.Device]) -> list[jax.Device]:
   return [devices[i] for i in local_rows(devices)]
 
 
+def unreplicate(tree: Any) -> Any:
+  """This process's first device's copy of a pmap-replicated `tree`.
+
+  flax's `jax_utils.unreplicate` keeps the device axis of an array that one
+  device of several holds (a one-device mesh counts as fully replicated), as
+  a run with num_devices=1 on a machine of two devices has it; this drops it
+  always. Host (numpy) arrays give their first row.
+  """
+
+  def first(x):
+    if not isinstance(x, jax.Array):
+      return x[0]
+    return x.addressable_shards[0].data.reshape(x.shape[1:])
+
+  return jax.tree.map(first, tree)
+
+
 def gather_hosts(tree: Any) -> list[Any]:
   """Every process's `tree` of host arrays, in process order (collective)."""
   if jax.process_count() == 1:

@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 from lettercnn import config_checks
 from lettercnn import config_loading
+from lettercnn import cpu_devices
 from lettercnn import errors
 from lettercnn import workdir_guard
 
@@ -96,6 +97,7 @@ def main(argv: list[str]) -> None:
       config_flags.get_config_filename(FLAGS['config']),
       root=os.path.join('runs', 'lr_find'))
   try:
+    cpu_devices.start(config)
     num_devices = config_checks.check_config(config)
     config_checks.check_lr_find(config)
     with workdir_guard.locked(workdir):

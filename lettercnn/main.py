@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from lettercnn import config_checks
 from lettercnn import config_loading
+from lettercnn import cpu_devices
 from lettercnn import distributed
 from lettercnn import errors
 from lettercnn import library_logs
@@ -68,6 +69,8 @@ def main(argv: list[str]) -> None:
     if _DISTRIBUTED.value:
       distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
                              _PROCESS_ID.value)
+    else:
+      cpu_devices.start(config)
     _say(f'workdir: {workdir}')
     # Checked before TensorFlow loads and before any data or compilation.
     num_devices = config_checks.check_config(config)

@@ -356,7 +356,7 @@ def write_sharpness(tracker: sharpness.Tracker, state: train_state.TrainState,
   SGD; none for adaptive solvers). Training at the edge of stability keeps
   the sharpness near that limit.
   """
-  eigen = tracker.measure(jax_utils.unreplicate(state.params))
+  eigen = tracker.measure(distributed.unreplicate(state.params))
   scalars = {'sharpness': eigen.value}
   factor = sharpness.stability_factor(config)
   if factor is not None:
@@ -570,7 +570,7 @@ def _restore(setup: _Setup, state: train_state.TrainState) -> _Run:
 
 
 def _checkpoint_arrays(run: _Run) -> dict[str, Any]:
-  return {'state': jax_utils.unreplicate(jax.device_get(run.state)),
+  return {'state': distributed.unreplicate(jax.device_get(run.state)),
           'metrics': run.metrics.snapshot()}
 
 
@@ -593,7 +593,7 @@ def _end_epoch(setup: _Setup, run: _Run, epoch: int,
   first epoch to reach the highest is the best).
   """
   config, status = setup.config, run.status
-  params = jax_utils.unreplicate(run.state.params)
+  params = distributed.unreplicate(run.state.params)
   epoch_train = run.metrics.flush_epoch()
   val = evaluate(params, setup.eval_apply_fn, setup.pipeline,
                  config.eval_batch_size)
@@ -656,7 +656,7 @@ def _train_epochs(setup: _Setup, run: _Run,
         writer.flush()
         raise Preempted(stop.signum, run.step)
       status['params_sha256'] = checkpointing.array_digest(
-          jax_utils.unreplicate(run.state.params))
+          distributed.unreplicate(run.state.params))
       if outcome == 'diverged':
         status['status'] = run_status.DIVERGED
         status['final'] = {'train_loss': interval['loss'],
@@ -728,7 +728,7 @@ def _record_val_confusion(setup: _Setup, run: _Run,
   class_names = setup.pipeline.splits.class_names
   counts = sum(distributed.gather_hosts(confusion.matrix(
       *_validation_predictions(
-          jax_utils.unreplicate(run.state.params), setup.eval_apply_fn,
+          distributed.unreplicate(run.state.params), setup.eval_apply_fn,
           setup.pipeline, setup.config.eval_batch_size), setup.num_classes)))
   run.status['val_confusion'] = confusion.record(counts, class_names,
                                                  run.step)

@@ -8,7 +8,8 @@ and prints, in images per second, the median over --repeats of:
     pipeline, on-device metrics, interval flushes every log_every_steps,
     TensorBoard writer, progress logger, learning-rate schedule), one or more
     whole epochs of a small generated tombstone_letters dataset, without
-    evaluation or checkpoints;
+    evaluation or checkpoints; on CPU over the host devices main trains on
+    (`lettercnn.cpu_devices`: two at batch 8, 32 and 128, one at batch 1);
   * bare step: the compiled step function that loop calls, fed from arrays
     already on the device, with nothing else around it: the loop's ceiling;
   * jit step: one plain `jax.jit` training step per call (the project's model
@@ -64,6 +65,8 @@ import numpy as np
 import optax
 
 from configs import default
+from lettercnn import cpu_devices
+from lettercnn import distributed
 from lettercnn import input_pipeline
 from lettercnn import models
 from lettercnn import optimizers
@@ -193,16 +196,6 @@ def _config(batch_size: int):
   return config
 
 
-_PATCHED = hasattr(train, 'train_epoch') and hasattr(train, 'ChunkedTrainStep')
-
-
-def _metrics_accumulator(devices):
-  for name in ('_TrainMetricsAccumulator', '_IntervalMetrics'):
-    if hasattr(train, name):
-      return getattr(train, name)(devices)
-  raise RuntimeError('lettercnn.train has no train metrics accumulator')
-
-
 def _initial_state(config, num_classes: int, devices, schedule):
   model = models.create_model(config.model, num_classes)
   model = train.training_model(model, devices,
@@ -219,6 +212,9 @@ class LettercnnLoop:
   def __init__(self, batch_size: int, target_steps: int, workdir: str):
     self.config = _config(batch_size)
     self.devices = jax.local_devices()
+    if jax.default_backend() == 'cpu':  # The devices main would train on.
+      self.devices = self.devices[:cpu_devices.count_for(
+          batch_size, self.config.cpu_devices)]
     self.pipeline = input_pipeline.Pipeline(self.config, len(self.devices))
     self.steps_per_epoch = self.pipeline.steps_per_epoch
     self.epochs_per_run = max(1, round(target_steps / self.steps_per_epoch))
@@ -227,7 +223,7 @@ class LettercnnLoop:
     self.state = jax_utils.replicate(
         _initial_state(self.config, self.pipeline.splits.num_classes,
                        self.devices, self.schedule), self.devices)
-    self.metrics = _metrics_accumulator(self.devices)
+    self.metrics = train._TrainMetricsAccumulator(self.devices)  # pylint: disable=protected-access
     self.writer = metric_writers.create_default_writer(
         os.path.join(workdir, f'batch{batch_size}'))
     self.reporter = progress.ProgressLogger(
@@ -236,12 +232,8 @@ class LettercnnLoop:
     self.reference_loss = math.log(self.pipeline.splits.num_classes)
     self.epoch = 0
     self.step = 0
-    if _PATCHED:
-      self.p_step = train.ChunkedTrainStep(self.devices,
-                                           self.pipeline.steps_per_chunk)
-    else:
-      self.p_step = jax.pmap(train.train_step, axis_name='batch',
-                             devices=self.devices, donate_argnums=(0, 1))
+    self.p_step = train.ChunkedTrainStep(self.devices,
+                                         self.pipeline.steps_per_chunk)
 
   @property
   def steps_per_run(self) -> int:
@@ -251,39 +243,16 @@ class LettercnnLoop:
     """Trains `epochs_per_run` epochs; returns the steps taken."""
     start = self.step
     for _ in range(self.epochs_per_run):
-      if _PATCHED:
-        self.state, self.step, _, outcome = train.train_epoch(
-            self.p_step, self.state, self.metrics, self.pipeline, self.epoch,
-            self.step, config=self.config, schedule=self.schedule,
-            writer=self.writer, reporter=self.reporter,
-            reference_loss=self.reference_loss)
-        assert outcome == 'epoch_end', outcome
-      else:
-        self._run_epoch_unpatched()
+      self.state, self.step, _, outcome = train.train_epoch(
+          self.p_step, self.state, self.metrics, self.pipeline, self.epoch,
+          self.step, config=self.config, schedule=self.schedule,
+          writer=self.writer, reporter=self.reporter,
+          reference_loss=self.reference_loss)
+      assert outcome == 'epoch_end', outcome
       self.metrics.flush_epoch()
       self.epoch += 1
     jax.block_until_ready(self.state)
     return self.step - start
-
-  def _run_epoch_unpatched(self) -> None:
-    """The loop body of train_and_evaluate before chunked steps (verbatim)."""
-    config, writer, schedule = self.config, self.writer, self.schedule
-    epoch_end = (self.epoch + 1) * self.steps_per_epoch
-    batches = jax_utils.prefetch_to_device(
-        self.pipeline.train_batches(self.epoch), 2, self.devices)
-    for batch in batches:
-      self.state, self.metrics.on_device = self.p_step(
-          self.state, self.metrics.on_device, batch)
-      self.step += 1
-      self.reporter.maybe_log(self.step)
-      if self.step % config.log_every_steps and self.step != epoch_end:
-        continue
-      interval = self.metrics.flush()
-      writer.write_scalars(self.step, {
-          'train_loss': interval['loss'],
-          'train_accuracy': interval['accuracy'],
-          'learning_rate': float(schedule(self.step - 1)),
-      })
 
   def epoch_split(self, repeats: int) -> dict[str, float]:
     """Medians of an epoch's parts, in seconds: the steps, the wait for input.
@@ -325,7 +294,7 @@ class LettercnnLoop:
         self.metrics.flush_epoch()
         self.epoch += 1
         start = time.perf_counter()
-        train.evaluate(jax_utils.unreplicate(self.state.params), eval_apply_fn,
+        train.evaluate(distributed.unreplicate(self.state.params), eval_apply_fn,
                        pipeline, self.config.eval_batch_size)
         evaluation_s = time.perf_counter() - start
         if repeat:
@@ -364,8 +333,7 @@ class BareStep:
     images, labels = loop.numpy_images()
     batch, devices = loop.config.batch_size, loop.devices
     per_device = batch // len(devices)
-    # Steps per call: a whole chunk when the loop runs chunks, else 1.
-    self.steps_per_call = (loop.pipeline.steps_per_chunk if _PATCHED else 1)
+    self.steps_per_call = loop.pipeline.steps_per_chunk  # A whole chunk.
     calls = max(1, round(loop.steps_per_run / self.steps_per_call))
     self.calls_per_run = calls
     inputs = []
@@ -375,10 +343,8 @@ class BareStep:
       x = images[idx].reshape((self.steps_per_call, len(devices), per_device) +
                               images.shape[1:])
       y = labels[idx].reshape((self.steps_per_call, len(devices), per_device))
-      if _PATCHED:  # (devices, steps, per_device, ...)
-        x, y = np.swapaxes(x, 0, 1), np.swapaxes(y, 0, 1)
-      else:  # (devices, per_device, ...)
-        x, y = x[0], y[0]
+      # (devices, steps, per_device, ...)
+      x, y = np.swapaxes(x, 0, 1), np.swapaxes(y, 0, 1)
       inputs.append(_on_devices({'image': x, 'label': y}, devices))
     self.inputs = inputs
     self.state = jax.tree.map(jnp.copy, loop.state)
@@ -545,6 +511,9 @@ def main(argv: list[str]) -> None:
   if _THREADS.value:
     # Before anything starts JAX's backend, which sizes its pool from this.
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:_THREADS.value])
+  # As many CPU devices as main would start for the largest of the batches.
+  cpu_devices.start(default.get_config(),
+                    [int(b) for b in _BATCH_SIZES.value])
   threads = xla_threads()
   peak = cpu_peak()
   torch_version = None
@@ -558,8 +527,8 @@ def main(argv: list[str]) -> None:
   load_before = _load()
   print(f'lettercnn benchmark: {peak["model"]}, {threads} threads, '
         f'jax {jax.__version__}, torch {torch_version}, '
-        f'{len(jax.local_devices())} {jax.default_backend()} device(s), '
-        f'{"chunked" if _PATCHED else "per-step"} train loop; '
+        f'{len(jax.local_devices())} {jax.default_backend()} device(s) '
+        f'(cpu_devices={default.get_config().cpu_devices}); '
         f'load {load_before:.1f}', flush=True)
 
   results: dict[str, Any] = {}
@@ -627,7 +596,7 @@ def main(argv: list[str]) -> None:
           'xla_flops_per_image': {k: v / batch_size if v else None
                                   for k, v in xla_flops.items()},
       }
-      if _SPLIT.value and _PATCHED:
+      if _SPLIT.value:
         results[f'batch{batch_size}']['epoch_split'] = loop.epoch_split(
             _REPEATS.value)
       del loop, contenders
@@ -643,7 +612,6 @@ def main(argv: list[str]) -> None:
   results['flops_per_train_image'] = flops
   results['cpu'] = peak
   results['threads'] = threads
-  results['chunked_loop'] = _PATCHED
   results['versions'] = {'jax': jax.__version__, 'torch': torch_version,
                          'python': platform.python_version()}
   results['load_average'] = {'before': load_before, 'after': _load()}

@@ -66,6 +66,7 @@ def bad_config_runs(request, tmp_path_factory):
      "mean_subtraction='median' is not one of none, image, pixel"),
     ('--config.bias_lr_mult=0', 'bias_lr_mult=0.0 must be a positive finite'),
     ('--config.num_devices=3', 'num_devices=3 but 2 local device(s)'),
+    ('--config.cpu_devices=0', 'cpu_devices=0 must be an integer >= 1'),
     ('--config.colour=1', "unknown config field 'colour'"),
     ('--config.learning_rate=1e308', 'learning_rate=1e+308 overflows float32'),
     ('--config.weight_decay_per_lr=nan',
