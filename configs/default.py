@@ -49,9 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Devices to train on (0 = all local devices).
   config.num_devices = 0
   # On CPU, JAX's host devices: a batch trains split over the most of them
-  # it divides over (one at batch 1), each core taking its share of the whole
-  # step (lettercnn.cpu_devices). Part of the arithmetic: 1 rounds as every
-  # run before it did.
+  # it divides over with 64 images or more each (lettercnn.cpu_devices: at
+  # batch 128, two; below, one), each core taking its share of the whole
+  # step. Part of the arithmetic: 1 rounds as every run before it did.
   config.cpu_devices = 2
   # Passes over the training split.
   config.num_epochs = 30

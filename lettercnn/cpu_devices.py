@@ -2,15 +2,18 @@
 
 XLA:CPU runs each operation of a training step on one thread: two cores
 overlap at most two independent operations (a convolution's weight and input
-gradients, say), so LeNet's batch-128 step ran only 1.2-1.3x faster on two
-cores than on one. Split over two host devices, each core trains its half of
-the batch through the whole step, and the pmap-ed step averages the two
-gradients as it does over accelerators (README, Speed).
+gradients, say). Split over two host devices, each core trains its share of
+the batch through the whole step, and the pmap-ed step averages the shares'
+gradients as it does over accelerators. That pays only for large shares: the
+devices meet once a step to average, and two cores then stream their patch
+matrices at once. On a 2-core VM the bare batch-128 step ran 1.12x as fast on
+two devices as on one, and 0.83x at batch 8 and 16, 0.95x at 32, 0.97x at 64
+(README, Speed), so a device takes at least `MIN_IMAGES_PER_DEVICE`.
 
-The count is `config.cpu_devices`, not the machine's core count: how a batch
-is split decides how its gradient is summed, so a run rounds the same on any
-machine, pinned to one core or not. A batch trains on the most of those
-devices it divides over: at batch 1, one, as every run before the split.
+The count is `config.cpu_devices` and that rule, not the machine's core
+count: how a batch is split decides how its gradient is summed, so a run
+rounds the same on any machine, pinned to one core or not. Batches that stay
+on one device (below 128 with the default) train bit for bit as before.
 """
 
 import os
@@ -22,12 +25,20 @@ import ml_collections
 
 from lettercnn import config_checks
 
+# The smallest share of a batch worth a device of its own (see above).
+MIN_IMAGES_PER_DEVICE = 64
 _FORCED_COUNT = re.compile(r'--xla_force_host_platform_device_count=(\d+)')
 
 
 def count_for(batch_size: int, cpu_devices: int) -> int:
-  """The most devices, up to `cpu_devices`, that `batch_size` divides over."""
-  return max(n for n in range(1, cpu_devices + 1) if batch_size % n == 0)
+  """The most devices, up to `cpu_devices`, that `batch_size` divides over.
+
+  Each takes at least MIN_IMAGES_PER_DEVICE images; a smaller batch (and
+  one that no such count divides) trains on one device.
+  """
+  return max(n for n in range(1, cpu_devices + 1)
+             if batch_size % n == 0
+             and (n == 1 or batch_size // n >= MIN_IMAGES_PER_DEVICE))
 
 
 def forced_count() -> int | None:

@@ -9,7 +9,7 @@ and prints, in images per second, the median over --repeats of:
     TensorBoard writer, progress logger, learning-rate schedule), one or more
     whole epochs of a small generated tombstone_letters dataset, without
     evaluation or checkpoints; on CPU over the host devices main trains on
-    (`lettercnn.cpu_devices`: two at batch 8, 32 and 128, one at batch 1);
+    (`lettercnn.cpu_devices`: two at batch 128, one below);
   * bare step: the compiled step function that loop calls, fed from arrays
     already on the device, with nothing else around it: the loop's ceiling;
   * jit step: one plain `jax.jit` training step per call (the project's model

@@ -13,10 +13,12 @@ from lettercnn import cpu_devices
 
 
 @pytest.mark.parametrize('batch_size, cpu_count, expected', [
-    (1, 2, 1), (2, 2, 2), (3, 2, 1), (8, 2, 2), (128, 2, 2), (6, 4, 3),
-    (12, 4, 4), (7, 1, 1)])
-def test_a_batch_takes_the_most_devices_it_divides_over(batch_size, cpu_count,
-                                                         expected):
+    (1, 2, 1), (8, 2, 1), (32, 2, 1), (64, 2, 1), (127, 2, 1), (128, 2, 2),
+    (129, 2, 1), (256, 2, 2), (192, 4, 3), (256, 4, 4), (512, 4, 4),
+    (128, 8, 2), (128, 1, 1)])
+def test_a_batch_takes_the_most_devices_it_fills(batch_size, cpu_count,
+                                                 expected):
+  """The most devices the batch divides over, 64 images or more each."""
   assert cpu_devices.count_for(batch_size, cpu_count) == expected
 
 
@@ -31,7 +33,7 @@ def test_a_count_forced_in_xla_flags_is_read(monkeypatch, flags, expected):
 
 # (batch_size, cpu_devices, XLA_FLAGS' forced count, num_devices) -> the
 # devices the run must train on.
-_RUNS = {(2, 2, None, 0): 2, (3, 3, None, 0): 3, (1, 2, None, 0): 1,
+_RUNS = {(128, 2, None, 0): 2, (192, 3, None, 0): 3, (2, 2, None, 0): 1,
          # One device of the two XLA_FLAGS forces: its state unreplicated
          # for evaluation and the checkpoint lose their device axis.
          (2, 2, 2, 1): 1}
