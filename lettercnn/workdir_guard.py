@@ -188,12 +188,19 @@ def existing_run(config: ml_collections.ConfigDict, workdir: str,
   return status
 
 
+# Fields that only choose the devices a run trains on, which is compared on
+# its own below: resuming with --config.num_devices=N, as the refusal says,
+# or a run from before cpu_devices existed, is the same run on the same
+# devices.
+_DEVICE_FIELDS = frozenset({'num_devices', 'cpu_devices'})
+
+
 def _check_same_run(status: dict[str, Any], config: ml_collections.ConfigDict,
                     workdir: str, num_devices: int) -> None:
   # As status.json holds it: tuples become lists.
   saved, current = status['config'], json.loads(json.dumps(config.to_dict()))
   differences = [f'{k}: {saved.get(k)!r} there vs {current.get(k)!r} now'
-                 for k in sorted(set(saved) | set(current))
+                 for k in sorted((set(saved) | set(current)) - _DEVICE_FIELDS)
                  if saved.get(k) != current.get(k)]
   if differences:
     raise errors.InputError(

@@ -6,6 +6,7 @@ about it and check the one line the next run prints, what it left alone,
 and, where it may go on, the step it resumed at.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -166,6 +167,26 @@ def test_another_device_count_is_refused(workdir, data_dir):
       f'lettercnn: error: workdir {workdir} holds a run on 2 device(s), and '
       'this one would use 1')
   assert _snapshot(workdir) == before
+
+
+def test_the_refusals_advice_resumes_a_run_from_before_cpu_devices(
+    workdir, data_dir):
+  """The run of 2 devices, on 4, with --config.num_devices=2 as refused above.
+
+  Its status.json is as a run from before `cpu_devices` existed wrote it.
+  Neither field makes it another config: both only choose the devices,
+  whose count is checked on its own.
+  """
+  status_file = workdir / 'status.json'
+  status = json.loads(status_file.read_text())
+  del status['config']['cpu_devices']
+  status_file.write_text(json.dumps(status))
+  exit_code, pid, stderr = run_main(
+      workdir, data_dir, overrides=['--config.num_devices=2'],
+      env={'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  assert exit_code == 0, stderr[-3000:]
+  assert_resumed_from(workdir, pid, stderr, 150)
+  assert read_status(workdir)['num_devices'] == 2
 
 
 # A parameter the checkpoint does not have, as after a change to the model.
