@@ -294,8 +294,8 @@ class LettercnnLoop:
         self.metrics.flush_epoch()
         self.epoch += 1
         start = time.perf_counter()
-        train.evaluate(distributed.unreplicate(self.state.params), eval_apply_fn,
-                       pipeline, self.config.eval_batch_size)
+        train.evaluate(distributed.unreplicate(self.state.params),
+                       eval_apply_fn, pipeline, self.config.eval_batch_size)
         evaluation_s = time.perf_counter() - start
         if repeat:
           samples['train_epoch_s'].append(epoch_s)
@@ -512,8 +512,8 @@ def main(argv: list[str]) -> None:
     # Before anything starts JAX's backend, which sizes its pool from this.
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:_THREADS.value])
   # As many CPU devices as main would start for the largest of the batches.
-  cpu_devices.start(default.get_config(),
-                    [int(b) for b in _BATCH_SIZES.value])
+  config = default.get_config()
+  cpu_devices.start(config, [int(b) for b in _BATCH_SIZES.value])
   threads = xla_threads()
   peak = cpu_peak()
   torch_version = None
@@ -528,7 +528,7 @@ def main(argv: list[str]) -> None:
   print(f'lettercnn benchmark: {peak["model"]}, {threads} threads, '
         f'jax {jax.__version__}, torch {torch_version}, '
         f'{len(jax.local_devices())} {jax.default_backend()} device(s) '
-        f'(cpu_devices={default.get_config().cpu_devices}); '
+        f'(cpu_devices={config.cpu_devices}); '
         f'load {load_before:.1f}', flush=True)
 
   results: dict[str, Any] = {}

@@ -63,7 +63,8 @@ def runs(request, tmp_path_factory, data_dir):
 
 
 @pytest.mark.parametrize('case', list(_RUNS), ids=[
-    f'batch{b}-cpu_devices{c}-forced{f}-num_devices{n}' for b, c, f, n in _RUNS])
+    f'batch{b}-cpu_devices{c}-forced{f}-num_devices{n}'
+    for b, c, f, n in _RUNS])
 def test_main_trains_on_the_configs_devices(runs, case):
   """Without cpu_devices.start, JAX starts one CPU device unless forced."""
   status, stderr = runs[case]
