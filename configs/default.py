@@ -39,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mean_subtraction = 'none'
 
   # --- Model -------------------------------------------------------------
-  # Network from lettercnn.models.MODELS: 'lenet' (DIGITS' Caffe LeNet),
+  # Network from lettercnn.models.networks.MODELS: 'lenet' (DIGITS' Caffe LeNet),
   # 'lenet_tf' (its TensorFlow LeNet: ReLUs, dropout) or 'alexnet'.
   config.model = 'lenet'
 
@@ -99,7 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Epochs between checkpoints (the last epoch is always saved).
   config.checkpoint_every_epochs = 1
 
-  # --- Sharpness (lettercnn.sharpness) --------------------------------------
+  # --- Sharpness (lettercnn.lr_find.sharpness) --------------------------------------
   # Training steps between measurements of the sharpness (the top Hessian
   # eigenvalue of the loss), logged as TensorBoard scalar `sharpness` beside
   # the stable-rate limit; 0: never (lettercnn.lr_find measures it at

@@ -9,16 +9,16 @@ import ml_collections
 import numpy as np
 
 from lettercnn import errors
-from lettercnn import models
+from lettercnn.models import networks as models
 from lettercnn import optimizers
 from lettercnn import schedules
-from lettercnn import split_sizes
+from lettercnn.data import split_sizes
 
 # Training runs in float32: a larger rate (biases train at twice it) is inf.
 _MAX_LEARNING_RATE = float(np.finfo(np.float32).max) / 2
 # Seeds reach numpy, tf.data and jax.random; all take this range.
 _SEED_LIMIT = 2**32
-# `config.mean_subtraction` (lettercnn.input_pipeline): nothing, the mean
+# `config.mean_subtraction` (lettercnn.data.input_pipeline): nothing, the mean
 # image, or the mean of each channel, all over the training split.
 MEAN_SUBTRACTIONS = ('none', 'image', 'pixel')
 # Classes of the generated dataset; other sources are counted when loaded.

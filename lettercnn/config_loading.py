@@ -1,7 +1,7 @@
 """Config files and --config.FIELD=VALUE overrides, parsed as lettercnn.main does.
 
 lettercnn.main parses its command line with `parse_config_flags`;
-lettercnn.sweep_grid builds each point's config with `load_config`, so that a
+lettercnn.sweep.grid builds each point's config with `load_config`, so that a
 sweep reports a bad point in the same words, before it starts any run.
 """
 

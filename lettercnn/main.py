@@ -23,9 +23,9 @@ from lettercnn import config_loading
 from lettercnn import cpu_devices
 from lettercnn import distributed
 from lettercnn import errors
-from lettercnn import library_logs
-from lettercnn import run_status
-from lettercnn import workdir_guard
+from lettercnn.run import library_logs
+from lettercnn.run import status as run_status
+from lettercnn.run import workdir as workdir_guard
 
 FLAGS = flags.FLAGS
 

@@ -23,22 +23,22 @@ import ml_collections
 import numpy as np
 import optax
 
-from lettercnn import checkpointing
+from lettercnn.run import checkpoints as checkpointing
 from lettercnn import config_checks
 from lettercnn import confusion
 from lettercnn import confusion_plots
 from lettercnn import distributed
-from lettercnn import hparams_summary
-from lettercnn import input_pipeline
-from lettercnn import models
+from lettercnn.sweep import hparams as hparams_summary
+from lettercnn.data import input_pipeline
+from lettercnn.models import networks as models
 from lettercnn import optimizers
-from lettercnn import progress
-from lettercnn import run_inputs
-from lettercnn import run_status
+from lettercnn.run import progress
+from lettercnn.run import inputs as run_inputs
+from lettercnn.run import status as run_status
 from lettercnn import schedules
-from lettercnn import sharpness
-from lettercnn import tb_events
-from lettercnn import workdir_guard
+from lettercnn.lr_find import sharpness
+from lettercnn.run import events as tb_events
+from lettercnn.run import workdir as workdir_guard
 
 
 @flax.struct.dataclass
@@ -428,7 +428,7 @@ def training_model(model: flax.linen.Module, devices: list[jax.Device],
   """`model` with the lowering that trains fastest on `devices`.
 
   On CPU, for the models that have it (LeNets), convolutions as matrix
-  products (`lettercnn.layers`): same parameters and results up to float
+  products (`lettercnn.models.layers`): same parameters and results up to float
   rounding, several times faster at small batches. One image per device
   keeps the NHWC 'matmul' lowering (which batch-1 runs were made with, so
   they stay bit-identical); larger batches train with the batch as the minor

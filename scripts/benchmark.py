@@ -67,10 +67,10 @@ import optax
 from configs import default
 from lettercnn import cpu_devices
 from lettercnn import distributed
-from lettercnn import input_pipeline
-from lettercnn import models
+from lettercnn.data import input_pipeline
+from lettercnn.models import networks as models
 from lettercnn import optimizers
-from lettercnn import progress
+from lettercnn.run import progress
 from lettercnn import schedules
 from lettercnn import train
 # pylint: enable=g-import-not-at-top,wrong-import-position

@@ -39,8 +39,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top
 from configs import default
-from lettercnn import input_pipeline
-from lettercnn import models
+from lettercnn.data import input_pipeline
+from lettercnn.models import networks as models
 from lettercnn import optimizers
 from lettercnn import schedules
 from lettercnn import train

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lettercnn import letter_render  # pylint: disable=g-import-not-at-top
+from lettercnn.data import letter_render  # pylint: disable=g-import-not-at-top
 
 _OUT = flags.DEFINE_string('out', 'docs/preview.png', 'PNG file to write.')
 _PER_LETTER = flags.DEFINE_integer('per_letter', 8, 'Samples per letter.')

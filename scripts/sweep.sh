@@ -12,7 +12,7 @@
 # each --grid sweeps one config field over its values (commas inside (), []
 # or quotes do not split, e.g. --grid 'lr_multistep_percents=(50,75),(30,60)'),
 # and --seeds N sweeps `seed` over 0 ... N-1 (--seeds 0,3,7 over those; one
-# seed is --grid seed=S). `python -m lettercnn.sweep_grid` lists them and
+# seed is --grid seed=S). `python -m lettercnn.sweep.grid` lists them and
 # checks every one with lettercnn.main's own parsing and config checks: an
 # unknown field, a value its field does not take, an empty or repeated value,
 # or a field both swept and fixed is one error line, exit status 2, before
@@ -40,7 +40,7 @@
 # alone (scripts/sweep_slurm.sh runs one per SLURM array task).
 #
 # One process per workdir: a run whose workdir another live process holds
-# (its lock, WORKDIR/.lock, as `python -m lettercnn.workdir_guard WORKDIR`
+# (its lock, WORKDIR/.lock, as `python -m lettercnn.run.workdir WORKDIR`
 # tells) is reported busy and not started, and so is a run that
 # `lettercnn.main` itself finds taken (exit status 75). Such a point did not
 # finish in this sweep: the end lists busy runs apart from failures, and the
@@ -88,7 +88,7 @@ PYTHON="${PYTHON:-python}"
 readonly STATUS_POLL_S=1
 readonly OVERRIDES_FILE=sweep_overrides.txt
 # `lettercnn.main`'s exit status when another process holds the workdir
-# (lettercnn.workdir_guard.BUSY_EXIT_CODE, EX_TEMPFAIL).
+# (lettercnn.run.workdir.BUSY_EXIT_CODE, EX_TEMPFAIL).
 readonly BUSY_EXIT=75
 
 usage() {
@@ -197,13 +197,13 @@ fi
 export PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 
 # --- Points --------------------------------------------------------------
-# lettercnn.sweep_grid prints one line per point: name, config, the point's
+# lettercnn.sweep.grid prints one line per point: name, config, the point's
 # overrides, tab-separated; a bad grid is its one error line (exit 2).
 override_args=()
 for override in "${overrides[@]}"; do
   override_args+=("--override=${override}")
 done
-points_listing="$("${PYTHON}" -m lettercnn.sweep_grid "${grid_args[@]}" \
+points_listing="$("${PYTHON}" -m lettercnn.sweep.grid "${grid_args[@]}" \
   "${override_args[@]}" -- "${configs[@]}")" || exit 2
 
 declare -A config_of_name=()
@@ -325,7 +325,7 @@ fi
 # its status word ("none", "unreadable", "running", "converged", ...), or
 # "unknown" if it cannot tell (then lettercnn.main, launched, will).
 workdir_state() {
-  "${PYTHON}" -m lettercnn.workdir_guard "$1" || echo unknown
+  "${PYTHON}" -m lettercnn.run.workdir "$1" || echo unknown
 }
 
 declare -A pid_of_name=()

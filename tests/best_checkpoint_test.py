@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from lettercnn import checkpointing
-from lettercnn import trained_model
+from lettercnn.run import checkpoints as checkpointing
+from lettercnn.classify import trained_model
 
 
 def _snapshot(step: int) -> checkpointing.Snapshot:

@@ -14,13 +14,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from lettercnn import classify
-from lettercnn import classify_inputs
+from lettercnn.classify import classify
+from lettercnn.classify import inputs as classify_inputs
 from lettercnn import errors
-from lettercnn import export_split
-from lettercnn import input_pipeline
-from lettercnn import run_inputs
-from lettercnn import tb_events
+from lettercnn.classify import export as export_split
+from lettercnn.data import input_pipeline
+from lettercnn.run import inputs as run_inputs
+from lettercnn.run import events as tb_events
 
 NUM_VALIDATION = 20  # 2 of each of the 10 letters.
 

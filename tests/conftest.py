@@ -62,7 +62,7 @@ def tiny_config(data_dir):
 def reads(monkeypatch) -> list[int]:
   """The examples read from the dataset files from now on, by label."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from lettercnn import input_pipeline  # pylint: disable=g-import-not-at-top
+  from lettercnn.data import input_pipeline  # pylint: disable=g-import-not-at-top
   read = []
   preprocess = input_pipeline.preprocess
 

@@ -17,11 +17,11 @@ import numpy as np
 import optax
 import pytest
 
-from lettercnn import checkpointing
-from lettercnn import input_pipeline
-from lettercnn import models
-from lettercnn import run_status
-from lettercnn import tb_events
+from lettercnn.run import checkpoints as checkpointing
+from lettercnn.data import input_pipeline
+from lettercnn.models import networks as models
+from lettercnn.run import status as run_status
+from lettercnn.run import events as tb_events
 from lettercnn import train
 
 _p_train_step = jax.pmap(train.train_step, axis_name='batch')

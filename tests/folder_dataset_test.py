@@ -18,7 +18,7 @@ import pytest
 
 from configs import default
 from lettercnn import errors
-from lettercnn import folder_dataset
+from lettercnn.data import folder_dataset
 
 SIZE = 8  # image_size of the tests: tiny, so tests stay fast.
 

@@ -14,8 +14,8 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 from configs import default
-from lettercnn import hparams_summary
-from lettercnn import report
+from lettercnn.sweep import hparams as hparams_summary
+from lettercnn.sweep import report
 
 ALL_STATUSES = ['STATUS_UNKNOWN', 'STATUS_SUCCESS', 'STATUS_FAILURE',
                 'STATUS_RUNNING']

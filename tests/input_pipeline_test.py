@@ -14,10 +14,10 @@ import pytest
 
 from configs import default
 from lettercnn import errors
-from lettercnn import input_pipeline
-from lettercnn import models
-from lettercnn import run_status
-from lettercnn import tb_events
+from lettercnn.data import input_pipeline
+from lettercnn.models import networks as models
+from lettercnn.run import status as run_status
+from lettercnn.run import events as tb_events
 from lettercnn import train
 
 NUM_DEVICES = 2

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lettercnn import layers
-from lettercnn import models
+from lettercnn.models import layers
+from lettercnn.models import networks as models
 
 
 def _xla_conv(x, kernel):

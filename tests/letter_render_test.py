@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lettercnn import letter_render
+from lettercnn.data import letter_render
 
 SIZE = letter_render.STORED_SIZE
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from run_helpers import run_selected_cases
-from lettercnn import tb_events
+from lettercnn.run import events as tb_events
 
 TINY = ['--config.examples_per_class=8', '--config.num_devices=1',
         '--config.batch_size=1', '--config.lr_find.num_steps=150',

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lettercnn import lr_range
+from lettercnn.lr_find import range_test as lr_range
 
 # 31 rates, 5 a decade, 1e-6 to 1; fastai's view drops the first 31 // 10 = 3
 # and the last 5 points, leaving points 3-25.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lettercnn import errors
-from lettercnn import input_pipeline
+from lettercnn.data import input_pipeline
 
 NUM_DEVICES = 2
 # tiny_config: 6 training and 2 validation images of each of 10 letters.

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lettercnn import models
+from lettercnn.models import networks as models
 
 
 @pytest.mark.parametrize('name', ['lenet', 'lenet_tf'])

@@ -43,7 +43,7 @@ runpy.run_module('lettercnn.main', run_name='__main__')
 # test kills both processes while the run is mid-way, never after its end.
 _HANG_AFTER_SECOND_CHECKPOINT = """
 import time
-from lettercnn import checkpointing
+from lettercnn.run import checkpoints as checkpointing
 _save = checkpointing.Checkpointer.save
 def save(self, snapshot):
   _save(self, snapshot)
@@ -219,7 +219,7 @@ def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
 @pytest.mark.parametrize('problem', ['learning_rate', 'busy'])
 def test_bad_input_is_one_line_from_process_zero_and_stops_both(
     problem, tmp_path, data_dir):
-  from lettercnn import workdir_guard  # pylint: disable=g-import-not-at-top
+  from lettercnn.run import workdir as workdir_guard  # pylint: disable=g-import-not-at-top
   workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
   logs.mkdir()
   if problem == 'learning_rate':
@@ -260,7 +260,7 @@ def test_a_process_that_dies_stops_the_other(tmp_path, data_dir):
 def test_process_shares_split_every_batch_as_one_process_feeds_it(
     tiny_config):
   """Two processes' shares, put together, are one process's batches."""
-  from lettercnn import input_pipeline  # pylint: disable=g-import-not-at-top
+  from lettercnn.data import input_pipeline  # pylint: disable=g-import-not-at-top
   tiny_config.batch_size = 4
   tiny_config.mean_subtraction = 'image'
   whole = input_pipeline.Pipeline(tiny_config, 2)

@@ -18,9 +18,9 @@ from PIL import Image
 import pytest
 
 from lettercnn import confusion
-from lettercnn import report
-from lettercnn import report_runs
-from lettercnn import sweep_plots
+from lettercnn.sweep import report
+from lettercnn.sweep import runs as report_runs
+from lettercnn.sweep import plots as sweep_plots
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 4

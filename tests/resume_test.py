@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lettercnn import checkpointing
-from lettercnn import tb_events
+from lettercnn.run import checkpoints as checkpointing
+from lettercnn.run import events as tb_events
 
 @pytest.fixture(scope='module')
 def uninterrupted_run(tmp_path_factory, data_dir):
@@ -232,7 +232,7 @@ _KILL_AT_CHUNK_NUMBER = """
     """
 _KILL_AT_STATUS_WRITE_NUMBER = """
     import os, signal
-    from lettercnn import run_status
+    from lettercnn.run import status as run_status
     writes = 0
     def write(*args):
       global writes

@@ -2,9 +2,9 @@
 
 import pytest
 
-from lettercnn import run_status
+from lettercnn.run import status as run_status
 from lettercnn import schedules
-from lettercnn import tb_events
+from lettercnn.run import events as tb_events
 from lettercnn import train
 
 

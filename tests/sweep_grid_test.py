@@ -1,9 +1,9 @@
-"""Tests of lettercnn.sweep_grid beyond what tests/sweep_test.py runs."""
+"""Tests of lettercnn.sweep.grid beyond what tests/sweep_test.py runs."""
 
 import pytest
 
 from lettercnn import errors
-from lettercnn import sweep_grid
+from lettercnn.sweep import grid as sweep_grid
 
 CONFIG = 'configs/lr_1e-4.py'
 # The tests simulate 2 devices (conftest.py); batch 1 trains on one.

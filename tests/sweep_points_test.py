@@ -7,10 +7,10 @@ import pathlib
 from PIL import Image
 import pytest
 
-from lettercnn import report
-from lettercnn import report_runs
-from lettercnn import sweep_points
-from lettercnn import sweep_tables
+from lettercnn.sweep import report
+from lettercnn.sweep import runs as report_runs
+from lettercnn.sweep import points as sweep_points
+from lettercnn.sweep import tables as sweep_tables
 
 
 def _run(lr: float, batch: int, seed: int, status: str, best_val: float | None,

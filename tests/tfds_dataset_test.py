@@ -16,10 +16,10 @@ import tensorflow as tf
 
 from configs import default
 from lettercnn import errors
-from lettercnn import input_pipeline
-from lettercnn import letter_render
-from lettercnn import splits
-from lettercnn import tombstone_letters
+from lettercnn.data import input_pipeline
+from lettercnn.data import letter_render
+from lettercnn.data import splits
+from lettercnn.data import tombstone_letters
 
 NUM_DEVICES = 2
 # 3 training and 1 validation image of each of the 10 letters.

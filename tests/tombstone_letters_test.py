@@ -9,9 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import default
-from lettercnn import input_pipeline
-from lettercnn import letter_render
-from lettercnn import tombstone_letters
+from lettercnn.data import input_pipeline
+from lettercnn.data import letter_render
+from lettercnn.data import tombstone_letters
 
 NUM_CLASSES = len(letter_render.LETTERS)
 SIZE = letter_render.STORED_SIZE

@@ -3,10 +3,10 @@
 import jax
 import pytest
 
-from lettercnn import input_pipeline
-from lettercnn import models
-from lettercnn import run_status
-from lettercnn import tb_events
+from lettercnn.data import input_pipeline
+from lettercnn.models import networks as models
+from lettercnn.run import status as run_status
+from lettercnn.run import events as tb_events
 from lettercnn import train
 
 

@@ -22,7 +22,7 @@ from run_helpers import finished_checkpoints
 from run_helpers import read_status
 from run_helpers import run_main
 
-from lettercnn import workdir_guard
+from lettercnn.run import workdir as workdir_guard
 
 # SIGKILL at the 2nd call of the train step of epoch 2: after the checkpoint
 # at step 150 (150 steps an epoch, chunks of 64, 6, 58, 12, 10 steps).
@@ -88,7 +88,7 @@ def test_second_process_is_refused_with_the_holders_pid(workdir, data_dir):
 
 _HOLD_LOCK = """
 import sys, time
-from lettercnn import workdir_guard
+from lettercnn.run import workdir as workdir_guard
 with workdir_guard.locked(sys.argv[1]):
   print('locked', flush=True)
   time.sleep(600)
@@ -287,7 +287,7 @@ def test_unwritable_workdir(tmp_path, data_dir):
 # best checkpoint's looks are elsewhere, and not counted).
 _DISK_FULL_FROM_LOOK_NUMBER = """
     import os
-    from lettercnn import checkpointing
+    from lettercnn.run import checkpoints as checkpointing
     looks = 0
     def free_bytes(path):
       global looks

@@ -21,7 +21,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from lettercnn import checkpointing
+from lettercnn.run import checkpoints as checkpointing
 from lettercnn import errors
 
 MEAN_FILE = 'input_mean.npy'

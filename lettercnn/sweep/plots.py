@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 import numpy as np
 
-from lettercnn import sweep_points
+from lettercnn.sweep import points as sweep_points
 
 
 def format_lr(learning_rate: float | None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from absl import logging
 import numpy as np
 
-from lettercnn import run_status
+from lettercnn.run import status as run_status
 from lettercnn.errors import InputError
 
 EVENT_FILE_PATTERN = 'events.out.tfevents.*'
@@ -115,7 +115,7 @@ def read_scalars(run_dir: pathlib.Path) -> Scalars:
   if not any(run_dir.glob(EVENT_FILE_PATTERN)):
     return {}
   # Imported here: TensorBoard's reader pulls in TensorFlow, which is slow.
-  from lettercnn import tb_events  # pylint: disable=g-import-not-at-top
+  from lettercnn.run import events as tb_events  # pylint: disable=g-import-not-at-top
   scalars = {}
   for tag, events in tb_events.read_scalars(str(run_dir)).items():
     if tag in TAGS:

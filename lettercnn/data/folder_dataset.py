@@ -51,7 +51,7 @@ from PIL import ImageFile
 import tensorflow as tf
 
 from lettercnn import errors
-from lettercnn import splits
+from lettercnn.data import splits
 
 IMAGE_EXTENSIONS = ('.bmp', '.dib', '.gif', '.jfif', '.jpe', '.jpeg', '.jpg',
                     '.pbm', '.pgm', '.png', '.pnm', '.ppm', '.tga', '.tif',

@@ -3,7 +3,7 @@
 `scripts/sweep.sh` (and its SLURM array, `scripts/sweep_slurm.sh`) asks this
 module which runs a sweep holds:
 
-  python -m lettercnn.sweep_grid [--grid=FIELD=V1,V2,...]... [--seeds=N|S1,S2,...]
+  python -m lettercnn.sweep.grid [--grid=FIELD=V1,V2,...]... [--seeds=N|S1,S2,...]
       [--override=--config.FIELD=VALUE]... CONFIG...
 
 It prints one line per point, tab-separated: the point's name (its workdir in

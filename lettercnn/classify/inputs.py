@@ -19,9 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from lettercnn import errors
-from lettercnn import folder_dataset
-from lettercnn import input_pipeline
-from lettercnn import run_inputs
+from lettercnn.data import folder_dataset
+from lettercnn.data import input_pipeline
+from lettercnn.run import inputs as run_inputs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """WORKDIR/status.json: where a run stands, for main, sweeps and the report.
 
 This module is the one reader and writer of the file. `python -m
-lettercnn.run_status WORKDIR` prints the run's status word for shell scripts
+lettercnn.run.status WORKDIR` prints the run's status word for shell scripts
 (see `main`).
 """
 
@@ -74,7 +74,7 @@ def describe(status: dict[str, Any]) -> str:
 def main(argv: Sequence[str]) -> int:
   """Prints WORKDIR's status word: 'none' without status.json, 'unreadable'."""
   if len(argv) != 2:
-    print('usage: python -m lettercnn.run_status WORKDIR', file=sys.stderr)
+    print('usage: python -m lettercnn.run.status WORKDIR', file=sys.stderr)
     return 2
   try:
     status = read(argv[1])

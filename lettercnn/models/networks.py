@@ -13,7 +13,7 @@ from typing import Callable, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lettercnn import layers
+from lettercnn.models import layers
 
 # Caffe's "xavier" filler: uniform in +-sqrt(3 / fan_in).
 xavier_uniform = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
@@ -36,7 +36,7 @@ def _lenet_features(x: jnp.ndarray, lowering: str,
 
   conv 20@5x5 -> activation -> max-pool 2/2 -> conv 50@5x5 -> activation ->
   max-pool 2/2, 'VALID' throughout. 'matmul' computes the convolutions and
-  pools with `lettercnn.layers`; the first convolution skips the gradient of
+  pools with `lettercnn.models.layers`; the first convolution skips the gradient of
   its input, which is data.
 
   Raises:
@@ -103,7 +103,7 @@ class LeNet(nn.Module):
   `lowering` picks how convolutions and pooling are computed, with the same
   parameters and results up to float rounding: 'xla' (XLA's convolution and
   reduce-window; best for large inference batches), 'matmul' (im2col and
-  matrix products, `lettercnn.layers`; several times faster to train on CPU
+  matrix products, `lettercnn.models.layers`; several times faster to train on CPU
   at batch 1) or 'matmul_chwn' (the same in (C, H, W, N) layout, the batch
   minor; faster to train on CPU at larger batches).
   """

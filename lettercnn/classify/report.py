@@ -20,8 +20,8 @@ import numpy as np
 
 from lettercnn import confusion
 from lettercnn import confusion_plots
-from lettercnn import folder_dataset
-from lettercnn import trained_model
+from lettercnn.data import folder_dataset
+from lettercnn.classify import trained_model
 
 # The contact sheet: this many mistakes at most, tiles of this many pixels.
 MAX_MISTAKES = 48

@@ -21,11 +21,11 @@ from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
 
-from lettercnn import input_pipeline
-from lettercnn import lr_range
-from lettercnn import models
+from lettercnn.data import input_pipeline
+from lettercnn.lr_find import range_test as lr_range
+from lettercnn.models import networks as models
 from lettercnn import optimizers
-from lettercnn import sharpness
+from lettercnn.lr_find import sharpness
 from lettercnn import train
 
 RESULT_FILE = lr_range.RESULT_FILE

@@ -34,9 +34,9 @@ import tensorflow_datasets as tfds
 
 from lettercnn import config_checks
 from lettercnn import errors
-from lettercnn import file_lock
-from lettercnn import splits
-from lettercnn import tombstone_letters
+from lettercnn.run import file_lock
+from lettercnn.data import splits
+from lettercnn.data import tombstone_letters
 
 Batch = dict[str, np.ndarray]
 _T = TypeVar('_T')
@@ -95,7 +95,7 @@ def load_splits(config: ml_collections.ConfigDict,
   if config.dataset == 'tombstone_letters':
     return _generated_splits(config, read)
   if is_folder_dataset(config.dataset):
-    from lettercnn import folder_dataset  # pylint: disable=g-import-not-at-top
+    from lettercnn.data import folder_dataset  # pylint: disable=g-import-not-at-top
     return read(folder_dataset.load_folder_splits(config))
   return _catalog_splits(config, read)
 
@@ -490,7 +490,7 @@ class Pipeline:
     """The split's first `count` training examples, as training feeds them.
 
     In the split's stored order, whatever the seed: a fixed subset (the one
-    `lettercnn.sharpness` measures the loss over). Images have `mean`
+    `lettercnn.lr_find.sharpness` measures the loss over). Images have `mean`
     subtracted, (count, H, W, C); labels (count,).
     """
     if not 0 < count <= self.splits.num_train:

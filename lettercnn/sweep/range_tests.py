@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
-from lettercnn import lr_range
-from lettercnn import report_runs
-from lettercnn import sweep_points
+from lettercnn.lr_find import range_test as lr_range
+from lettercnn.sweep import runs as report_runs
+from lettercnn.sweep import points as sweep_points
 
 
 def is_range_test(path: pathlib.Path) -> bool:

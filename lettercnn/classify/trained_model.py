@@ -17,10 +17,10 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from lettercnn import checkpointing
+from lettercnn.run import checkpoints as checkpointing
 from lettercnn import errors
-from lettercnn import models
-from lettercnn import run_inputs
+from lettercnn.models import networks as models
+from lettercnn.run import inputs as run_inputs
 
 BEST = 'best'
 LAST = 'last'

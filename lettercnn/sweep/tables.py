@@ -4,8 +4,8 @@ import csv
 import pathlib
 from collections.abc import Sequence
 
-from lettercnn import sweep_plots
-from lettercnn import sweep_points
+from lettercnn.sweep import plots as sweep_plots
+from lettercnn.sweep import points as sweep_points
 
 POINTS_CSV_COLUMNS = (
     'point', 'learning_rate', 'batch_size', 'settings', 'runs', 'diverged',

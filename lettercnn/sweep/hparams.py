@@ -16,8 +16,8 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import summary_v2
 from tensorboard.summary.writer import event_file_writer
 
-from lettercnn import report_runs
-from lettercnn import sweep_points
+from lettercnn.sweep import runs as report_runs
+from lettercnn.sweep import points as sweep_points
 
 # The experiment file's name ends in this, so the next report replaces it.
 FILE_SUFFIX = '.lettercnn_sweep_hparams'

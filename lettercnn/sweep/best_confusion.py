@@ -13,8 +13,8 @@ from absl import logging
 
 from lettercnn import confusion
 from lettercnn import confusion_plots
-from lettercnn import report_runs
-from lettercnn import sweep_points
+from lettercnn.sweep import runs as report_runs
+from lettercnn.sweep import points as sweep_points
 
 PLOT = 'best_run_confusion.png'
 _PAIRS = 5

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lettercnn import report_runs
-from lettercnn import run_status
+from lettercnn.sweep import runs as report_runs
+from lettercnn.run import status as run_status
 
 # The seed part of a sweep point's name (scripts/sweep.sh: `...,seed=2`).
 _SEED_IN_NAME = re.compile(r',seed=\d+')

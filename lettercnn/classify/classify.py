@@ -23,23 +23,22 @@ import sys
 import time
 from collections.abc import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 import numpy as np
 
-from lettercnn import classify_inputs
-from lettercnn import classify_report
+from lettercnn.classify import inputs as classify_inputs
+from lettercnn.classify import report as classify_report
 from lettercnn import errors
-from lettercnn import library_logs
-from lettercnn import output_dirs
-from lettercnn import trained_model
+from lettercnn.run import library_logs
+from lettercnn.classify import output_dirs
+from lettercnn.classify import trained_model
 
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
+def define_flags() -> None:
   """Defines the command's flags.
 
   Only when it runs as one, so that modules with flags of the same names
@@ -202,7 +201,3 @@ def main(argv: list[str]) -> None:
   print(classify_report.printed(result, FLAGS.max_rows))
   print(f'Results in {out_dir}')
 
-
-if __name__ == '__main__':
-  _define_flags()
-  app.run(main)

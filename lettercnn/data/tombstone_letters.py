@@ -13,8 +13,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lettercnn import letter_render
-from lettercnn import split_sizes
+from lettercnn.data import letter_render
+from lettercnn.data import split_sizes
 
 
 @dataclasses.dataclass

@@ -24,8 +24,8 @@ from absl import logging
 import ml_collections
 
 from lettercnn import errors
-from lettercnn import file_lock
-from lettercnn import run_status
+from lettercnn.run import file_lock
+from lettercnn.run import status as run_status
 
 LOCK_FILE = '.lock'
 # `lettercnn.main`'s exit status when another process holds the workdir
@@ -137,7 +137,7 @@ def holder(workdir: str) -> str | None:
 
 def _status_from_checkpoints(workdir: str) -> dict[str, Any] | None:
   """The status saved with the newest readable checkpoint, or None."""
-  from lettercnn import checkpointing  # pylint: disable=g-import-not-at-top
+  from lettercnn.run import checkpoints as checkpointing  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)):
     return None
   reader = checkpointing.CheckpointReader(workdir)
@@ -223,7 +223,7 @@ def main(argv: Sequence[str]) -> int:
   The status word is run_status's: 'none', 'unreadable', 'running', ...
   """
   if len(argv) != 2:
-    print('usage: python -m lettercnn.workdir_guard WORKDIR', file=sys.stderr)
+    print('usage: python -m lettercnn.run.workdir WORKDIR', file=sys.stderr)
     return 2
   pid = holder(argv[1])
   if pid is not None:

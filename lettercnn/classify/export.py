@@ -1,6 +1,6 @@
 """Writes a run's validation (or training) split as a labelled folder of PNGs.
 
-  python -m lettercnn.export_split --workdir=RUN --out=DIR [--split=validation]
+  python -m lettercnn.classify.export --workdir=RUN --out=DIR [--split=validation]
 
 DIR receives one subfolder per class (DIGITS' layout) holding the split's
 images as the run's dataset stores them, losslessly: a generated or TFDS
@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image
 
 from lettercnn import errors
-from lettercnn import input_pipeline
-from lettercnn import output_dirs
-from lettercnn import run_status
-from lettercnn import splits
+from lettercnn.data import input_pipeline
+from lettercnn.classify import output_dirs
+from lettercnn.run import status as run_status
+from lettercnn.data import splits
 
 FLAGS = flags.FLAGS
 

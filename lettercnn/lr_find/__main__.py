@@ -5,8 +5,8 @@ pipeline, optimizer and train step as lettercnn.main, the rate rising
 exponentially from `lr_find.min_lr` to `lr_find.max_lr` over
 `lr_find.num_steps` steps (one rate per step), and stops once the smoothed
 loss is not finite or passes `lr_find.stop_factor` times its minimum
-(`lettercnn.lr_range`). Before that it measures the sharpness at
-initialisation (`lettercnn.sharpness`) over `sharpness_examples` training
+(`lettercnn.lr_find.range_test`). Before that it measures the sharpness at
+initialisation (`lettercnn.lr_find.sharpness`) over `sharpness_examples` training
 images, and the stable-rate bound it implies for the configured solver.
 
 Writes into --workdir (default runs/lr_find/<config file stem>):
@@ -34,7 +34,7 @@ from lettercnn import config_checks
 from lettercnn import config_loading
 from lettercnn import cpu_devices
 from lettercnn import errors
-from lettercnn import workdir_guard
+from lettercnn.run import workdir as workdir_guard
 
 FLAGS = flags.FLAGS
 
@@ -102,7 +102,7 @@ def main(argv: list[str]) -> None:
     config_checks.check_lr_find(config)
     with workdir_guard.locked(workdir):
       # pylint: disable-next=g-import-not-at-top
-      from lettercnn import lr_find_run
+      from lettercnn.lr_find import run as lr_find_run
       result = lr_find_run.run(config, workdir, num_devices)
   except errors.InputError as e:
     print(f'lr_find: error: {e}', file=sys.stderr, flush=True)

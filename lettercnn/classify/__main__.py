@@ -1,0 +1,9 @@
+"""`python -m lettercnn.classify`: see `lettercnn.classify.classify`."""
+
+from absl import app
+
+from lettercnn.classify import classify
+
+if __name__ == '__main__':
+  classify.define_flags()
+  app.run(classify.main)
