@@ -81,6 +81,12 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
+def say(message: str) -> None:
+  """Prints `message` to stdout, on process 0 only."""
+  if is_primary():
+    print(message, flush=True)
+
+
 def launch_index(argv: list[str]) -> int:
   """This process's index as its command line or SLURM gives it, or 0.
 

@@ -9,7 +9,6 @@ command and they train one model together (`lettercnn.distributed`).
 
 import os
 import sys
-from typing import Any
 
 from absl import app
 from absl import flags
@@ -18,14 +17,11 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from lettercnn import config_checks
 from lettercnn import config_loading
 from lettercnn import cpu_devices
 from lettercnn import distributed
 from lettercnn import errors
 from lettercnn.run import library_logs
-from lettercnn.run import status as run_status
-from lettercnn.run import workdir as workdir_guard
 
 FLAGS = flags.FLAGS
 
@@ -53,16 +49,9 @@ def _fail(error: Exception) -> None:
   sys.exit(distributed.exit_code(error))
 
 
-def _say(message: str) -> None:
-  """Prints `message` (on process 0 only, in a multi-process run)."""
-  if distributed.is_primary():
-    print(message, flush=True)
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  config = FLAGS.config
   workdir = _WORKDIR.value or config_loading.default_workdir(
       config_flags.get_config_filename(FLAGS['config']))
   try:
@@ -70,35 +59,28 @@ def main(argv: list[str]) -> None:
       distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
                              _PROCESS_ID.value)
     else:
-      cpu_devices.start(config)
-    _say(f'workdir: {workdir}')
-    # Checked before TensorFlow loads and before any data or compilation.
-    num_devices = config_checks.check_config(config)
-    with workdir_guard.claimed(config, workdir, num_devices) as existing:
-      if existing is not None and existing['status'] in run_status.FINISHED:
-        _say('already finished, nothing to train: '
-             f'{run_status.describe(existing)}')
-        return
-      status = _train(config, workdir)
+      cpu_devices.start(FLAGS.config)
+    distributed.say(f'workdir: {workdir}')
+    _train(FLAGS.config, workdir)
   except errors.InputError as e:
     _fail(e)
-  _say(f'{workdir}: {run_status.describe(status)}')
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
   """`train.train_and_evaluate`, with TensorFlow kept off the accelerators."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from lettercnn import train
+  from lettercnn.run import signals
   # pylint: enable=g-import-not-at-top
   # JAX owns the accelerators; TensorFlow only feeds data on the CPU.
   tf.config.experimental.set_visible_devices([], 'GPU')
   tfds.disable_progress_bar()
   library_logs.quiet_orbax()
   try:
-    return train.train_and_evaluate(config, workdir)
-  except train.Preempted as e:
+    train.train_and_evaluate(config, workdir)
+  except signals.Preempted as e:
     logging.warning('%s', e)
     sys.exit(e.exit_code)
   except errors.InputError:

@@ -3,10 +3,8 @@
 Data flows one way: config -> input pipeline -> train loop -> writers -> status.
 """
 
-import dataclasses
 import functools
 import math
-import signal
 import time
 from typing import Any, Callable
 
@@ -28,7 +26,6 @@ from lettercnn import config_checks
 from lettercnn import confusion
 from lettercnn import confusion_plots
 from lettercnn import distributed
-from lettercnn.sweep import hparams as hparams_summary
 from lettercnn.data import input_pipeline
 from lettercnn.models import networks as models
 from lettercnn import optimizers
@@ -37,18 +34,14 @@ from lettercnn.run import inputs as run_inputs
 from lettercnn.run import status as run_status
 from lettercnn import schedules
 from lettercnn.lr_find import sharpness
-from lettercnn.run import events as tb_events
+from lettercnn.run import events
+from lettercnn.run import signals
 from lettercnn.run import workdir as workdir_guard
 
 
 @flax.struct.dataclass
-class TrainMetrics(metrics.Collection):
-  loss: metrics.Average.from_output('loss')
-  accuracy: metrics.Accuracy
-
-
-@flax.struct.dataclass
-class EvalMetrics(metrics.Collection):
+class Metrics(metrics.Collection):
+  """Mean loss and accuracy, of training steps and of validation batches."""
   loss: metrics.Average.from_output('loss')
   accuracy: metrics.Accuracy
 
@@ -91,7 +84,7 @@ def _loss_and_logits(params, apply_fn: Callable[..., jax.Array],
   return losses, logits
 
 
-def train_step(state: TrainState, train_metrics: TrainMetrics,
+def train_step(state: TrainState, train_metrics: Metrics,
                batch: dict[str, jax.Array]):
   """One SGD step on one device's share of the batch (run under pmap).
 
@@ -122,12 +115,12 @@ def train_step(state: TrainState, train_metrics: TrainMetrics,
     # gradient through an all-reduce (~10% of a batch-1 step on CPU).
     grads = lax.pmean(grads, axis_name='batch')
   state = state.apply_gradients(grads=grads)
-  train_metrics = train_metrics.merge(TrainMetrics.single_from_model_output(
+  train_metrics = train_metrics.merge(Metrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label']))
   return state, train_metrics
 
 
-def train_chunk(state: train_state.TrainState, train_metrics: TrainMetrics,
+def train_chunk(state: train_state.TrainState, train_metrics: Metrics,
                 chunk: dict[str, jax.Array], num_steps: jax.Array):
   """`train_step` on the first `num_steps` batches of `chunk` in turn (pmap-ed).
 
@@ -212,10 +205,10 @@ def _split_at_multiples(chunk: dict[str, Any], step: int,
 
 
 def eval_step(params, apply_fn: Callable[..., jax.Array],
-              batch: dict[str, jax.Array]) -> EvalMetrics:
+              batch: dict[str, jax.Array]) -> Metrics:
   """Metrics of one padded validation batch; padding is masked out."""
   losses, logits = _loss_and_logits(params, apply_fn, batch)
-  return EvalMetrics.single_from_model_output(
+  return Metrics.single_from_model_output(
       loss=losses, logits=logits, labels=batch['label'], mask=batch['mask'])
 
 
@@ -230,11 +223,11 @@ def evaluate(params, apply_fn: Callable[..., jax.Array],
   In a multi-process run each process evaluates its share of the batches,
   and the sums are merged over the processes.
   """
-  totals = EvalMetrics.empty()
+  totals = Metrics.empty()
   for batch in pipeline.validation_batches(batch_size):
     totals = totals.merge(_jit_eval_step(params, apply_fn, batch))
   # Merged as JAX arrays, as one process's are: float32, not numpy's float64.
-  totals = functools.reduce(EvalMetrics.merge, [
+  totals = functools.reduce(Metrics.merge, [
       jax.tree.map(jnp.asarray, part)
       for part in distributed.gather_hosts(totals)])
   return {k: float(v) for k, v in totals.compute().items()}
@@ -246,7 +239,7 @@ def evaluate(params, apply_fn: Callable[..., jax.Array],
 _reduce_over_devices = jax.jit(lambda metrics: metrics.reduce())
 
 
-class _TrainMetricsAccumulator:
+class MetricsAccumulator:
   """Train metrics summed on device, read (one host sync) when flushed.
 
   `on_device` holds one collection per device of this process since the
@@ -258,12 +251,12 @@ class _TrainMetricsAccumulator:
     self._devices = devices
     self._local_devices = distributed.local_devices(devices)
     self.on_device = self._empty_on_device()
-    self.epoch_total = TrainMetrics.empty()
+    self.epoch_total = Metrics.empty()
 
-  def _empty_on_device(self) -> TrainMetrics:
-    return jax_utils.replicate(TrainMetrics.empty(), self._local_devices)
+  def _empty_on_device(self) -> Metrics:
+    return jax_utils.replicate(Metrics.empty(), self._local_devices)
 
-  def _all_devices(self) -> TrainMetrics:
+  def _all_devices(self) -> Metrics:
     """Every device's interval metrics on the host, all processes' included."""
     return distributed.gather_device_rows(jax.device_get(self.on_device),
                                           self._devices)
@@ -278,67 +271,19 @@ class _TrainMetricsAccumulator:
   def flush_epoch(self) -> dict[str, float]:
     """Returns the whole epoch's loss and accuracy (call after `flush`)."""
     epoch = {k: float(v) for k, v in self.epoch_total.compute().items()}
-    self.epoch_total = TrainMetrics.empty()
+    self.epoch_total = Metrics.empty()
     return epoch
 
-  def snapshot(self) -> dict[str, TrainMetrics]:
+  def snapshot(self) -> dict[str, Metrics]:
     return {'interval': self._all_devices(),
             'epoch': jax.device_get(self.epoch_total)}
 
-  def restore(self, arrays: dict[str, TrainMetrics]) -> None:
+  def restore(self, arrays: dict[str, Metrics]) -> None:
     sharding = jax.tree.leaves(self.on_device)[0].sharding
     rows = list(distributed.local_rows(self._devices))
     self.on_device = jax.device_put(
         jax.tree.map(lambda x: x[rows], arrays['interval']), sharding)
     self.epoch_total = arrays['epoch']
-
-
-class Preempted(Exception):
-  """SIGTERM or SIGINT arrived; the run saved a checkpoint and must exit."""
-
-  def __init__(self, signum: int, step: int):
-    super().__init__(
-        f'stopped by signal {signum} at step {step}; checkpoint saved')
-    self.exit_code = 128 + signum
-
-
-class _StopSignals:
-  """Turns SIGTERM/SIGINT into a flag the loop checks between steps.
-
-  In a multi-process run the processes vote at each check, so that all stop
-  at the same step when any of them got a signal.
-  """
-
-  def __init__(self, devices: list[jax.Device]):
-    self.signum = None
-    self._previous = {}
-    self._vote = (distributed.StopVote(devices) if jax.process_count() > 1
-                  else None)
-
-  def requested(self) -> bool:
-    """Whether to stop now (a collective in a multi-process run)."""
-    if self._vote is not None:
-      self.signum = self._vote(self.signum or 0) or None
-    return self.signum is not None
-
-  def __enter__(self) -> '_StopSignals':
-    for signum in (signal.SIGTERM, signal.SIGINT):
-      self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def _handle(self, signum, frame) -> None:
-    del frame
-    logging.warning('Signal %d: saving a checkpoint before exiting.', signum)
-    self.signum = signum
-
-  def __exit__(self, *exc_info) -> None:
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-
-
-def _hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config as TensorBoard hparams (scalars and strings; None as 'None')."""
-  return {k: hparams_summary.logged_value(v) for k, v in config.items()}
 
 
 def _has_diverged(loss: float, reference_loss: float, factor: float) -> bool:
@@ -370,7 +315,7 @@ def write_sharpness(tracker: sharpness.Tracker, state: train_state.TrainState,
 
 
 def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
-                train_metrics: _TrainMetricsAccumulator,
+                train_metrics: MetricsAccumulator,
                 pipeline: input_pipeline.Pipeline, epoch: int, step: int, *,
                 config: ml_collections.ConfigDict, schedule: optax.Schedule,
                 writer: metric_writers.MetricWriter,
@@ -443,66 +388,27 @@ def training_model(model: flax.linen.Module, devices: list[jax.Device],
   return model
 
 
-def _final_status(status: dict[str, Any], config: ml_collections.ConfigDict,
+def _final_status(final: dict[str, Any], config: ml_collections.ConfigDict,
                   num_classes: int) -> str:
+  """converged, or not_converged when the final training accuracy is within
+  `config.not_converged_margin_points` of chance."""
   chance_points = 100.0 / num_classes
-  final_points = 100.0 * status['final']['train_accuracy']
+  final_points = 100.0 * final['train_accuracy']
   if final_points - chance_points <= config.not_converged_margin_points:
     return run_status.NOT_CONVERGED
   return run_status.CONVERGED
 
 
-@dataclasses.dataclass(frozen=True)
-class _Setup:
-  """What a run is built from: fixed once the data and model exist."""
-  config: ml_collections.ConfigDict
-  workdir: str
-  devices: list[jax.Device]
-  pipeline: input_pipeline.Pipeline
-  schedule: optax.Schedule
-  eval_apply_fn: Callable[..., jax.Array]
-  checkpointer: checkpointing.Checkpointer
-  # Measures the sharpness every config.sharpness_every_steps (None: off).
-  sharpness_tracker: sharpness.Tracker | None
+def _set_up(config: ml_collections.ConfigDict, devices: list[jax.Device]):
+  """Builds the data, schedule and model, and the initial training state.
 
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.pipeline.steps_per_epoch
-
-  @property
-  def num_classes(self) -> int:
-    return self.pipeline.splits.num_classes
-
-
-@dataclasses.dataclass
-class _Run:
-  """Where a run stands; the epoch loop advances it.
-
-  `state` is replicated over the devices once training starts; `status` is
-  what status.json and every checkpoint record; `wall_time_before_s` is the
-  training time of earlier processes, `started` this process's start.
+  Returns (pipeline, schedule, model, state, sharpness tracker or None).
   """
-  state: train_state.TrainState
-  metrics: _TrainMetricsAccumulator
-  step: int
-  status: dict[str, Any]
-  wall_time_before_s: float
-  started: float
-
-  def record_wall_time(self) -> None:
-    self.status['wall_time_s'] = (self.wall_time_before_s + time.monotonic()
-                                  - self.started)
-
-
-def _set_up(config: ml_collections.ConfigDict, workdir: str,
-            num_devices: int) -> tuple[_Setup, train_state.TrainState]:
-  """Builds the data, schedule and model; returns them and the initial state."""
-  devices = distributed.run_devices(num_devices)
   logging.info('Training on %d %s device(s) in %d process(es), global batch '
-               '%d.', num_devices, jax.default_backend(),
+               '%d.', len(devices), jax.default_backend(),
                jax.process_count(), config.batch_size)
   pipeline = input_pipeline.Pipeline(
-      config, num_devices, input_pipeline.ProcessShare(
+      config, len(devices), input_pipeline.ProcessShare(
           distributed.local_rows(devices), jax.process_index(),
           jax.process_count()))
   logging.info('%d train / %d validation images, %d classes, %d steps/epoch.',
@@ -513,7 +419,7 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str,
   channels = 1 if config.grayscale else 3
   state = create_train_state(
       jax.random.key(config.seed),
-      training_model(model, devices, config.batch_size // num_devices),
+      training_model(model, devices, config.batch_size // len(devices)),
       (config.image_size, config.image_size, channels),
       optimizers.create(config, schedule))
   tracker = None
@@ -522,179 +428,69 @@ def _set_up(config: ml_collections.ConfigDict, workdir: str,
     tracker = sharpness.Tracker(
         config, model.apply,
         sharpness.Subset(examples['image'], examples['label']), state.params)
-  setup = _Setup(config=config, workdir=workdir, devices=devices,
-                 pipeline=pipeline, schedule=schedule,
-                 eval_apply_fn=model.apply,
-                 checkpointer=checkpointing.Checkpointer(workdir),
-                 sharpness_tracker=tracker)
-  return setup, state
+  return pipeline, schedule, model, state, tracker
 
 
-def _new_status(setup: _Setup) -> dict[str, Any]:
+def _new_status(config: ml_collections.ConfigDict,
+                pipeline: input_pipeline.Pipeline,
+                num_devices: int) -> dict[str, Any]:
   return {
       'status': run_status.RUNNING, 'step': 0, 'epoch': 0.0,
-      'num_epochs': setup.config.num_epochs,
-      'steps_per_epoch': setup.steps_per_epoch,
-      'num_classes': setup.num_classes, 'num_devices': len(setup.devices),
+      'num_epochs': config.num_epochs,
+      'steps_per_epoch': pipeline.steps_per_epoch,
+      'num_classes': pipeline.splits.num_classes, 'num_devices': num_devices,
       'final': None, 'best': None, 'wall_time_s': 0.0, 'params_sha256': None,
-      'config': setup.config.to_dict(),
+      'config': config.to_dict(),
   }
 
 
-def _restore(setup: _Setup, state: train_state.TrainState) -> _Run:
-  """The run from its newest intact checkpoint, or a new one at step 0.
-
-  TensorBoard events are trimmed back to the restored step, so every step
-  shows once; a run that restores nothing sets earlier events aside.
-  """
-  metrics = _TrainMetricsAccumulator(setup.devices)
-  snapshot = setup.checkpointer.restore_latest(
-      {'state': state, 'metrics': metrics.snapshot()})
-  primary = distributed.is_primary()
-  if snapshot is None:
-    if primary:
-      tb_events.set_aside_events(setup.workdir)
-    status, step = _new_status(setup), 0
-  else:
-    state, status, step = (snapshot.arrays['state'], snapshot.meta,
-                           snapshot.step)
-    metrics.restore(snapshot.arrays['metrics'])
-    logging.info('Resuming from the checkpoint at step %d.', step)
-    if primary:
-      tb_events.drop_events_after(setup.workdir, step)
-  return _Run(state=jax_utils.replicate(
-      state, distributed.local_devices(setup.devices)), metrics=metrics,
-              step=step, status=status,
-              wall_time_before_s=status['wall_time_s'],
-              started=time.monotonic())
+def _record_inputs(config: ml_collections.ConfigDict, workdir: str,
+                   pipeline: input_pipeline.Pipeline,
+                   status: dict[str, Any]) -> None:
+  """Writes what classify needs to feed the model as training did, and
+  records it in `status`: process 0's job, whose status alone is saved."""
+  if not distributed.is_primary():
+    return
+  source = (run_inputs.FOLDER if input_pipeline.is_folder_dataset(
+      config.dataset) else run_inputs.TFDS)
+  status['inputs'] = run_inputs.record(
+      workdir, config, pipeline.splits.class_names, source, pipeline.mean)
 
 
-def _checkpoint_arrays(run: _Run) -> dict[str, Any]:
-  return {'state': distributed.unreplicate(jax.device_get(run.state)),
-          'metrics': run.metrics.snapshot()}
+def _snapshot(step: int, status: dict[str, Any], state: TrainState,
+              metrics: MetricsAccumulator) -> checkpointing.Snapshot:
+  """The run at `step`, as a checkpoint holds it."""
+  return checkpointing.Snapshot(step=step, meta=status, arrays={
+      'state': distributed.unreplicate(jax.device_get(state)),
+      'metrics': metrics.snapshot()})
 
 
-def _save_checkpoint(setup: _Setup, run: _Run, best: bool = False) -> None:
-  """Saves the run where it stands: a latest checkpoint, or the best one."""
-  run.record_wall_time()
-  snapshot = checkpointing.Snapshot(step=run.step, meta=run.status,
-                                    arrays=_checkpoint_arrays(run))
-  if best:
-    setup.checkpointer.save_best(snapshot)
-  else:
-    setup.checkpointer.save(snapshot)
+def _initial_sharpness(tracker: sharpness.Tracker, state: TrainState, *,
+                       config: ml_collections.ConfigDict,
+                       schedule: optax.Schedule,
+                       writer: metric_writers.MetricWriter) -> dict[str, Any]:
+  """The sharpness at initialisation and the rate bound it gives."""
+  eigen = write_sharpness(tracker, state, 0, config=config, schedule=schedule,
+                          writer=writer)
+  return {'lambda_max': eigen.value,
+          'bound': sharpness.stable_rate_bound(config, eigen.value),
+          'formula': sharpness.bound_formula(config)}
 
 
-def _end_epoch(setup: _Setup, run: _Run, epoch: int,
-               writer: metric_writers.MetricWriter) -> bool:
-  """Evaluates after `epoch` (0-based) and records it in run.status.
-
-  Returns whether its validation accuracy is the run's best so far (the
-  first epoch to reach the highest is the best).
-  """
-  config, status = setup.config, run.status
-  params = distributed.unreplicate(run.state.params)
-  epoch_train = run.metrics.flush_epoch()
-  val = evaluate(params, setup.eval_apply_fn, setup.pipeline,
-                 config.eval_batch_size)
-  writer.write_scalars(run.step, {
-      'epoch_train_loss': epoch_train['loss'],
-      'epoch_train_accuracy': epoch_train['accuracy'],
+def _write_epoch(writer: metric_writers.MetricWriter, step: int, epoch: int,
+                 num_epochs: int, train: dict[str, float],
+                 val: dict[str, float]) -> None:
+  """Writes and logs one epoch's training and validation metrics."""
+  writer.write_scalars(step, {
+      'epoch_train_loss': train['loss'],
+      'epoch_train_accuracy': train['accuracy'],
       'val_loss': val['loss'],
       'val_accuracy': val['accuracy'],
   })
   writer.flush()
   logging.info('Epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc '
-               '%.4f', epoch + 1, config.num_epochs, epoch_train['loss'],
-               epoch_train['accuracy'], val['loss'], val['accuracy'])
-  status['final'] = {'train_loss': epoch_train['loss'],
-                     'train_accuracy': epoch_train['accuracy'],
-                     'val_loss': val['loss'], 'val_accuracy': val['accuracy']}
-  if status['best'] is None or val['accuracy'] > status['best']['val_accuracy']:
-    status['best'] = {'val_accuracy': val['accuracy'], 'epoch': epoch + 1,
-                      'step': run.step}
-    return True
-  return False
-
-
-def _train_epochs(setup: _Setup, run: _Run,
-                  writer: metric_writers.MetricWriter) -> None:
-  """Trains from run.step to the end, or until the loss diverges.
-
-  Raises:
-    Preempted: SIGTERM or SIGINT arrived; the step reached is checkpointed.
-  """
-  config, status = setup.config, run.status
-  p_train_chunk = ChunkedTrainStep(setup.devices,
-                                   setup.pipeline.steps_per_chunk)
-  # An untrained network predicts about uniformly: cross-entropy ln(classes).
-  reference_loss = math.log(setup.num_classes)
-  reporter = progress.ProgressLogger(
-      config.num_epochs * setup.steps_per_epoch, config.batch_size,
-      setup.steps_per_epoch, start_step=run.step)
-  if setup.sharpness_tracker and run.step == 0:
-    eigen = write_sharpness(setup.sharpness_tracker, run.state, 0,
-                            config=config, schedule=setup.schedule,
-                            writer=writer)
-    status['initial_sharpness'] = {
-        'lambda_max': eigen.value,
-        'bound': sharpness.stable_rate_bound(config, eigen.value),
-        'formula': sharpness.bound_formula(config)}
-  with _StopSignals(setup.devices) as stop:
-    for epoch in range(run.step // setup.steps_per_epoch, config.num_epochs):
-      run.state, run.step, interval, outcome = train_epoch(
-          p_train_chunk, run.state, run.metrics, setup.pipeline, epoch,
-          run.step, config=config, schedule=setup.schedule, writer=writer,
-          reporter=reporter, reference_loss=reference_loss,
-          stop_requested=stop.requested,
-          sharpness_tracker=setup.sharpness_tracker)
-      status['step'] = run.step
-      status['epoch'] = run.step / setup.steps_per_epoch
-      if outcome == 'stopped':
-        _save_checkpoint(setup, run)
-        _write_status(setup.workdir, status)
-        writer.flush()
-        raise Preempted(stop.signum, run.step)
-      status['params_sha256'] = checkpointing.array_digest(
-          distributed.unreplicate(run.state.params))
-      if outcome == 'diverged':
-        status['status'] = run_status.DIVERGED
-        status['final'] = {'train_loss': interval['loss'],
-                           'train_accuracy': interval['accuracy'],
-                           'val_loss': None, 'val_accuracy': None}
-        return
-      # The best first. Killed between the two saves, the run resumes from
-      # an earlier checkpoint and trains this epoch again, to the same state;
-      # in the other order it would resume with a best epoch in its status
-      # whose checkpoint was never written.
-      if _end_epoch(setup, run, epoch, writer):
-        _save_checkpoint(setup, run, best=True)
-      if ((epoch + 1) % config.checkpoint_every_epochs == 0
-          or epoch + 1 == config.num_epochs):
-        _save_checkpoint(setup, run)
-      _write_status(setup.workdir, status)
-  status['status'] = _final_status(status, config, setup.num_classes)
-
-
-def _write_status(workdir: str, status: dict[str, Any]) -> None:
-  """Writes status.json: process 0's job in a multi-process run."""
-  if distributed.is_primary():
-    run_status.write(workdir, status)
-
-
-def _record_inputs(setup: _Setup, run: _Run) -> None:
-  """Writes what classify needs to feed the model as training did.
-
-  Process 0's job in a multi-process run, whose status it alone saves.
-  """
-  if not distributed.is_primary():
-    return
-  source = (run_inputs.FOLDER
-            if input_pipeline.is_folder_dataset(setup.config.dataset)
-            else run_inputs.TFDS)
-  run.status['inputs'] = run_inputs.record(
-      setup.workdir, setup.config, setup.pipeline.splits.class_names, source,
-      setup.pipeline.mean)
+               '%.4f', epoch + 1, num_epochs, train['loss'], train['accuracy'],
+               val['loss'], val['accuracy'])
 
 
 def _predict_labels(params, apply_fn: Callable[..., jax.Array],
@@ -718,66 +514,141 @@ def _validation_predictions(params, apply_fn: Callable[..., jax.Array],
   return np.concatenate(labels), np.concatenate(predicted)
 
 
-def _record_val_confusion(setup: _Setup, run: _Run,
-                          writer: metric_writers.MetricWriter) -> None:
-  """Records the final parameters' validation confusion matrix.
+def val_confusion(params, apply_fn: Callable[..., jax.Array],
+                  pipeline: input_pipeline.Pipeline, batch_size: int,
+                  step: int, writer: metric_writers.MetricWriter
+                  ) -> dict[str, Any]:
+  """The validation confusion matrix of `params`, as status.json records it.
 
-  In status.json, with per-class accuracy, and in TensorBoard as an image;
-  the counts of a multi-process run's processes are added up.
+  Written to TensorBoard as an image too; the counts of a multi-process
+  run's processes are added up.
   """
-  class_names = setup.pipeline.splits.class_names
+  class_names = pipeline.splits.class_names
   counts = sum(distributed.gather_hosts(confusion.matrix(
-      *_validation_predictions(
-          distributed.unreplicate(run.state.params), setup.eval_apply_fn,
-          setup.pipeline, setup.config.eval_batch_size), setup.num_classes)))
-  run.status['val_confusion'] = confusion.record(counts, class_names,
-                                                 run.step)
+      *_validation_predictions(params, apply_fn, pipeline, batch_size),
+      len(class_names))))
   figure = confusion_plots.confusion_figure(
-      counts, class_names, f'Validation split at step {run.step}')
-  writer.write_images(run.step, {
+      counts, class_names, f'Validation split at step {step}')
+  writer.write_images(step, {
       'val_confusion_matrix': confusion_plots.as_image(figure)[np.newaxis]})
   logging.info('Most confused on the validation split: %s.', '; '.join(
       p.describe() for p in confusion.most_confused(counts, class_names))
                or 'nothing')
+  return confusion.record(counts, class_names, step)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains `config` into `workdir`, resuming what is there; returns its status.
 
-  Holds the workdir's lock throughout. Raises InputError for a bad config, a
-  busy workdir or one of another run before any data is built, and
-  Preempted after saving a checkpoint on SIGTERM/SIGINT. In a multi-process
-  run every process calls it, and all raise any one's InputError.
+  Checks the config and holds the workdir's lock throughout. Raises
+  InputError for a bad config, a busy workdir or one of another run before
+  any data is built, and `signals.Preempted` after saving a checkpoint on
+  SIGTERM/SIGINT. In a multi-process run every process calls it, and all
+  raise any one's InputError.
   """
   num_devices = config_checks.check_config(config)
-  with workdir_guard.claimed(config, workdir, num_devices) as status:
-    if status is not None and status['status'] in run_status.FINISHED:
-      logging.info('Run in %s already finished: %s.', workdir,
-                   run_status.describe(status))
-      return status
-    setup, initial_state = distributed.agreed(
-        lambda: _set_up(config, workdir, num_devices))
+  with workdir_guard.claimed(config, workdir, num_devices) as existing:
+    if existing is not None and existing['status'] in run_status.FINISHED:
+      distributed.say('already finished, nothing to train: '
+                      f'{run_status.describe(existing)}')
+      return existing
+    devices = distributed.run_devices(num_devices)
+    pipeline, schedule, model, state, tracker = distributed.agreed(
+        lambda: _set_up(config, devices))
+    steps_per_epoch = pipeline.steps_per_epoch
+    checkpointer = checkpointing.Checkpointer(workdir)
     try:
-      run = _restore(setup, initial_state)
-      _record_inputs(setup, run)
+      # Restore the newest intact checkpoint, or start a new run at step 0.
+      metrics = MetricsAccumulator(devices)
+      snapshot = checkpointer.restore_latest(
+          {'state': state, 'metrics': metrics.snapshot()})
+      if snapshot is None:
+        step, status = 0, _new_status(config, pipeline, num_devices)
+      else:
+        step, status, state = (snapshot.step, snapshot.meta,
+                               snapshot.arrays['state'])
+        metrics.restore(snapshot.arrays['metrics'])
+        logging.info('Resuming from the checkpoint at step %d.', step)
+      events.resume_at(workdir, None if snapshot is None else step)
+      state = jax_utils.replicate(state, distributed.local_devices(devices))
+      started = time.monotonic() - status['wall_time_s']
+      _record_inputs(config, workdir, pipeline, status)
       # A run that could not save would lose its training: refuse it now.
-      arrays = _checkpoint_arrays(run)
-      distributed.agreed(
-          lambda: setup.checkpointer.check_space(run.step, arrays))
+      first = _snapshot(step, status, state, metrics)
+      distributed.agreed(lambda: checkpointer.check_space(step, first.arrays))
       writer = metric_writers.create_default_writer(
           workdir, just_logging=not distributed.is_primary())
-      if run.step == 0:
-        writer.write_hparams(_hparams(config))
-      _write_status(workdir, run.status)
-      _train_epochs(setup, run, writer)
-      if run.status['status'] != run_status.DIVERGED:
-        _record_val_confusion(setup, run, writer)
-      run.record_wall_time()
-      _write_status(workdir, run.status)
+      if step == 0:
+        writer.write_hparams(events.hparams(config))
+      run_status.save(workdir, status)
+
+      p_train_chunk = ChunkedTrainStep(devices, pipeline.steps_per_chunk)
+      reporter = progress.ProgressLogger(
+          config.num_epochs * steps_per_epoch, config.batch_size,
+          steps_per_epoch, start_step=step)
+      if tracker and step == 0:
+        status['initial_sharpness'] = _initial_sharpness(
+            tracker, state, config=config, schedule=schedule, writer=writer)
+      with signals.StopSignals(devices) as stop:
+        for epoch in range(step // steps_per_epoch, config.num_epochs):
+          state, step, interval, outcome = train_epoch(
+              p_train_chunk, state, metrics, pipeline, epoch, step,
+              config=config, schedule=schedule, writer=writer,
+              reporter=reporter,
+              reference_loss=math.log(pipeline.splits.num_classes),
+              stop_requested=stop.requested, sharpness_tracker=tracker)
+          status.update(step=step, epoch=step / steps_per_epoch)
+          if outcome == 'stopped':
+            status['wall_time_s'] = time.monotonic() - started
+            checkpointer.save(_snapshot(step, status, state, metrics))
+            run_status.save(workdir, status)
+            writer.flush()
+            raise signals.Preempted(stop.signum, step)
+          params = distributed.unreplicate(state.params)
+          status['params_sha256'] = checkpointing.array_digest(params)
+          if outcome == 'diverged':
+            status['status'] = run_status.DIVERGED
+            status['final'] = {'train_loss': interval['loss'],
+                               'train_accuracy': interval['accuracy'],
+                               'val_loss': None, 'val_accuracy': None}
+            break
+
+          train = metrics.flush_epoch()
+          val = evaluate(params, model.apply, pipeline, config.eval_batch_size)
+          _write_epoch(writer, step, epoch, config.num_epochs, train, val)
+          status['final'] = {'train_loss': train['loss'],
+                             'train_accuracy': train['accuracy'],
+                             'val_loss': val['loss'],
+                             'val_accuracy': val['accuracy']}
+          status['wall_time_s'] = time.monotonic() - started
+          # The best first: killed between the two saves, the run resumes
+          # from an earlier checkpoint and trains this epoch again, to the
+          # same state, and never names a best checkpoint that was not saved.
+          # The first epoch to reach the highest accuracy is the best.
+          best = status['best']
+          if best is None or val['accuracy'] > best['val_accuracy']:
+            status['best'] = {'val_accuracy': val['accuracy'],
+                              'epoch': epoch + 1, 'step': step}
+            checkpointer.save_best(_snapshot(step, status, state, metrics))
+          if ((epoch + 1) % config.checkpoint_every_epochs == 0
+              or epoch + 1 == config.num_epochs):
+            checkpointer.save(_snapshot(step, status, state, metrics))
+          run_status.save(workdir, status)
+        else:
+          status['status'] = _final_status(status['final'], config,
+                                           pipeline.splits.num_classes)
+
+      if status['status'] != run_status.DIVERGED:
+        status['val_confusion'] = val_confusion(
+            distributed.unreplicate(state.params), model.apply, pipeline,
+            config.eval_batch_size, step, writer)
+      status['wall_time_s'] = time.monotonic() - started
+      run_status.save(workdir, status)
       writer.close()
     finally:
-      setup.checkpointer.close()
-  logging.info('Run %s in %.0f s.', run_status.describe(run.status),
-               run.status['wall_time_s'])
-  return run.status
+      checkpointer.close()
+  logging.info('Run %s in %.0f s.', run_status.describe(status),
+               status['wall_time_s'])
+  distributed.say(f'{workdir}: {run_status.describe(status)}')
+  return status

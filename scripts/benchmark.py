@@ -223,7 +223,7 @@ class LettercnnLoop:
     self.state = jax_utils.replicate(
         _initial_state(self.config, self.pipeline.splits.num_classes,
                        self.devices, self.schedule), self.devices)
-    self.metrics = train._TrainMetricsAccumulator(self.devices)  # pylint: disable=protected-access
+    self.metrics = train.MetricsAccumulator(self.devices)  # pylint: disable=protected-access
     self.writer = metric_writers.create_default_writer(
         os.path.join(workdir, f'batch{batch_size}'))
     self.reporter = progress.ProgressLogger(
@@ -348,7 +348,7 @@ class BareStep:
       inputs.append(_on_devices({'image': x, 'label': y}, devices))
     self.inputs = inputs
     self.state = jax.tree.map(jnp.copy, loop.state)
-    self.metrics = jax_utils.replicate(train.TrainMetrics.empty(), devices)
+    self.metrics = jax_utils.replicate(train.Metrics.empty(), devices)
 
   @property
   def steps_per_run(self) -> int:

@@ -23,6 +23,7 @@ from lettercnn.models import networks as models
 from lettercnn.run import status as run_status
 from lettercnn.run import events as tb_events
 from lettercnn import train
+from lettercnn.run import signals
 
 _p_train_step = jax.pmap(train.train_step, axis_name='batch')
 _digest = checkpointing.array_digest
@@ -59,7 +60,7 @@ def _one_step(name: str, step: int, seed_state: train.TrainState | None = None):
   state = state.replace(step=step)
   if seed_state is not None:
     state = state.replace(dropout_key=seed_state.dropout_key)
-  metrics = jax_utils.replicate(train.TrainMetrics.empty())
+  metrics = jax_utils.replicate(train.Metrics.empty())
   state, metrics = _p_train_step(jax_utils.replicate(state), metrics, batch)
   assert int(state.step[0]) == step + 1
   return jax_utils.unreplicate(state.params), np.asarray(metrics.loss.total)
@@ -171,7 +172,7 @@ def test_lenet_tf_learns_and_resumes_bit_identically(tiny_config, tmp_path,
   assert straight['final']['train_accuracy'] >= 0.25  # Chance: 0.1.
 
   _record_chunk_calls(monkeypatch, signal_at_call=2)
-  with pytest.raises(train.Preempted, match='at step 20;'):
+  with pytest.raises(signals.Preempted, match='at step 20;'):
     train.train_and_evaluate(config, stopped_dir)
   resumed_calls = _record_chunk_calls(monkeypatch)
   resumed = train.train_and_evaluate(config, stopped_dir)
@@ -206,7 +207,7 @@ def test_alexnet_trains_and_resumes_at_its_smallest_size(tiny_config, tmp_path,
   assert np.isfinite(straight['final']['val_loss'])
 
   _record_chunk_calls(monkeypatch, signal_at_call=3)
-  with pytest.raises(train.Preempted, match='at step 20;'):
+  with pytest.raises(signals.Preempted, match='at step 20;'):
     train.train_and_evaluate(config, stopped_dir)
   resumed_calls = _record_chunk_calls(monkeypatch)
   resumed = train.train_and_evaluate(config, stopped_dir)

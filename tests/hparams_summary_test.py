@@ -14,6 +14,7 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 from configs import default
+from lettercnn.run import events
 from lettercnn.sweep import hparams as hparams_summary
 from lettercnn.sweep import report
 
@@ -28,7 +29,7 @@ def _make_run(sweep_dir: pathlib.Path, lr: float, seed: int,
   config.learning_rate, config.seed, config.num_epochs = lr, seed, 1
   run_dir = sweep_dir / f'lr_{lr:g},seed={seed}'
   writer = metric_writers.create_default_writer(str(run_dir))
-  writer.write_hparams({k: hparams_summary.logged_value(v)
+  writer.write_hparams({k: events.logged_value(v)
                         for k, v in config.to_dict().items()})
   writer.write_scalars(4, {'val_accuracy': val_accuracy / 2,
                            'epoch_train_accuracy': 0.5})

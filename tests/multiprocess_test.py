@@ -62,14 +62,15 @@ def _signal_self_at_check(number: int, signum: int) -> str:
   return f"""
 import os
 from lettercnn import train
-_requested = train._StopSignals.requested
+from lettercnn.run import signals
+_requested = signals.StopSignals.requested
 _calls = [0]
 def requested(self):
   _calls[0] += 1
   if _calls[0] == {number}:
     os.kill(os.getpid(), {int(signum)})
   return _requested(self)
-train._StopSignals.requested = requested
+signals.StopSignals.requested = requested
 """
 
 

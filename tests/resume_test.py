@@ -117,6 +117,7 @@ def test_stop_signal_mid_epoch_saves_that_step_and_resume_matches(
   [0, 64), [64, 70), [70, 128); the flag is seen before the fourth call.
   """
   from lettercnn import train  # pylint: disable=g-import-not-at-top
+  from lettercnn.run import signals  # pylint: disable=g-import-not-at-top
   calls = 0
   train_chunk = train.ChunkedTrainStep.__call__
 
@@ -129,7 +130,7 @@ def test_stop_signal_mid_epoch_saves_that_step_and_resume_matches(
 
   monkeypatch.setattr(train.ChunkedTrainStep, '__call__', signal_on_third_call)
   workdir = str(tmp_path)
-  with pytest.raises(train.Preempted, match='at step 128;') as stopped:
+  with pytest.raises(signals.Preempted, match='at step 128;') as stopped:
     train.train_and_evaluate(_tiny_run_config(data_dir), workdir)
   assert stopped.value.exit_code == 128 + signal.SIGTERM
   assert finished_checkpoints(workdir) == ['128']

@@ -38,7 +38,7 @@ def _range_test_chunk(state: train.TrainState, losses: jax.Array,
     state, losses = carry
     batch = jax.tree.map(
         lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), chunk)
-    state, metrics = train.train_step(state, train.TrainMetrics.empty(), batch)
+    state, metrics = train.train_step(state, train.Metrics.empty(), batch)
     return state, losses.at[i].set(metrics.loss.compute())
 
   return lax.fori_loop(0, num_steps, body, (state, losses))

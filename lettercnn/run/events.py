@@ -8,6 +8,7 @@ already there aside, so nothing is deleted that no checkpoint backs.
 
 import glob
 import os
+from typing import Any
 
 from absl import logging
 import tensorflow as tf
@@ -62,6 +63,37 @@ def drop_events_after(logdir: str, step: int) -> None:
     os.replace(tmp_path, path)
     logging.info('Dropped %d events after step %d from %s.',
                  len(records) - len(kept), step, path)
+
+
+def resume_at(logdir: str, step: int | None) -> None:
+  """Makes LOGDIR's events those of a run resuming at `step` (None: new run).
+
+  Process 0's job in a multi-process run.
+  """
+  from lettercnn import distributed  # pylint: disable=g-import-not-at-top
+  if not distributed.is_primary():
+    return
+  if step is None:
+    set_aside_events(logdir)
+  else:
+    drop_events_after(logdir, step)
+
+
+def logged_value(value: object) -> bool | int | float | str:
+  """A config value as a run logs it in its hparams: scalars kept, the rest
+  as text; a list (a tuple as status.json's JSON reads back) becomes the
+  tuple's text.
+  """
+  if isinstance(value, (bool, int, float, str)):
+    return value
+  if isinstance(value, list):
+    return str(tuple(value))
+  return str(value)
+
+
+def hparams(config: Any) -> dict[str, Any]:
+  """The config as TensorBoard hparams (scalars and strings; None as 'None')."""
+  return {k: logged_value(v) for k, v in config.items()}
 
 
 def _step(step_and_value: tuple[int, float]) -> int:

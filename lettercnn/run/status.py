@@ -38,6 +38,13 @@ def write(workdir: str, status: dict[str, Any]) -> None:
         'any, is unchanged') from e
 
 
+def save(workdir: str, status: dict[str, Any]) -> None:
+  """`write`, by process 0 alone in a multi-process run."""
+  from lettercnn import distributed  # pylint: disable=g-import-not-at-top
+  if distributed.is_primary():
+    write(workdir, status)
+
+
 def read(workdir: str) -> dict[str, Any] | None:
   """WORKDIR/status.json's content, or None when there is none.
 

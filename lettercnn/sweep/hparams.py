@@ -16,6 +16,7 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import summary_v2
 from tensorboard.summary.writer import event_file_writer
 
+from lettercnn.run import events
 from lettercnn.sweep import runs as report_runs
 from lettercnn.sweep import points as sweep_points
 
@@ -29,18 +30,6 @@ METRICS = (
     ('val_loss', 'validation loss (last)'),
     ('epoch_train_loss', 'training loss (last epoch)'),
 )
-
-
-def logged_value(value: object) -> bool | int | float | str:
-  """A config value as a run logs it in its hparams: scalars kept, the rest
-  as text. lettercnn.train logs the config through it; a list (a tuple as
-  status.json's JSON reads back) becomes the tuple's text.
-  """
-  if isinstance(value, (bool, int, float, str)):
-    return value
-  if isinstance(value, list):
-    return str(tuple(value))
-  return str(value)
 
 
 def swept_fields(runs: Sequence[report_runs.RunSummary]) -> list[str]:
@@ -70,7 +59,7 @@ def write_experiment(sweep_dir: pathlib.Path,
   """
   hparams = []
   for field in swept_fields(runs):
-    values = [logged_value(run.config[field]) for run in runs
+    values = [events.logged_value(run.config[field]) for run in runs
               if run.config and field in run.config]
     hparams.append(summary_v2.HParam(field, _domain(values)))
   metrics = [summary_v2.Metric(tag, display_name=name)
