@@ -12,7 +12,7 @@ from lettercnn import errors
 from lettercnn.models import networks as models
 from lettercnn import optimizers
 from lettercnn import schedules
-from lettercnn.data import split_sizes
+from lettercnn.data import splits
 
 # Training runs in float32: a larger rate (biases train at twice it) is inf.
 _MAX_LEARNING_RATE = float(np.finfo(np.float32).max) / 2
@@ -177,7 +177,7 @@ def _num_train(config: ml_collections.ConfigDict) -> int | None:
   """The training split's size where the config alone tells it."""
   if config.dataset != 'tombstone_letters':
     return None
-  per_class, _ = split_sizes.per_class(config.examples_per_class,
+  per_class, _ = splits.per_class(config.examples_per_class,
                                        config.validation_fraction)
   return per_class * _TOMBSTONE_CLASSES
 

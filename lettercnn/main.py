@@ -9,6 +9,7 @@ command and they train one model together (`lettercnn.distributed`).
 
 import os
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -17,11 +18,13 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from lettercnn import config_checks
 from lettercnn import config_loading
 from lettercnn import cpu_devices
 from lettercnn import distributed
 from lettercnn import errors
-from lettercnn.run import library_logs
+from lettercnn.run import status as run_status
+from lettercnn.run import workdir as workdir_guard
 
 FLAGS = flags.FLAGS
 
@@ -61,25 +64,36 @@ def main(argv: list[str]) -> None:
     else:
       cpu_devices.start(FLAGS.config)
     distributed.say(f'workdir: {workdir}')
-    _train(FLAGS.config, workdir)
+    # Checked and claimed before TensorFlow loads and any data is built.
+    num_devices = config_checks.check_config(FLAGS.config)
+    with workdir_guard.claimed(FLAGS.config, workdir, num_devices) as existing:
+      if existing is not None and existing['status'] in run_status.FINISHED:
+        distributed.say('already finished, nothing to train: '
+                        f'{run_status.describe(existing)}')
+        return
+      status = _train(FLAGS.config, workdir)
   except errors.InputError as e:
     _fail(e)
+  distributed.say(f'{workdir}: {run_status.describe(status)}')
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """`train.train_and_evaluate`, with TensorFlow kept off the accelerators."""
+  # TensorFlow's C++ INFO lines (its oneDNN notices) stay off the console.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from lettercnn import train
+  from lettercnn.run import checkpoints as checkpointing
   from lettercnn.run import signals
   # pylint: enable=g-import-not-at-top
   # JAX owns the accelerators; TensorFlow only feeds data on the CPU.
   tf.config.experimental.set_visible_devices([], 'GPU')
   tfds.disable_progress_bar()
-  library_logs.quiet_orbax()
+  checkpointing.quiet_orbax()
   try:
-    train.train_and_evaluate(config, workdir)
+    return train.train_and_evaluate(config, workdir)
   except signals.Preempted as e:
     logging.warning('%s', e)
     sys.exit(e.exit_code)

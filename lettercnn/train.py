@@ -24,7 +24,6 @@ import optax
 from lettercnn.run import checkpoints as checkpointing
 from lettercnn import config_checks
 from lettercnn import confusion
-from lettercnn import confusion_plots
 from lettercnn import distributed
 from lettercnn.data import input_pipeline
 from lettercnn.models import networks as models
@@ -36,7 +35,6 @@ from lettercnn import schedules
 from lettercnn.lr_find import sharpness
 from lettercnn.run import events
 from lettercnn.run import signals
-from lettercnn.run import workdir as workdir_guard
 
 
 @flax.struct.dataclass
@@ -527,10 +525,10 @@ def val_confusion(params, apply_fn: Callable[..., jax.Array],
   counts = sum(distributed.gather_hosts(confusion.matrix(
       *_validation_predictions(params, apply_fn, pipeline, batch_size),
       len(class_names))))
-  figure = confusion_plots.confusion_figure(
+  figure = confusion.confusion_figure(
       counts, class_names, f'Validation split at step {step}')
   writer.write_images(step, {
-      'val_confusion_matrix': confusion_plots.as_image(figure)[np.newaxis]})
+      'val_confusion_matrix': confusion.as_image(figure)[np.newaxis]})
   logging.info('Most confused on the validation split: %s.', '; '.join(
       p.describe() for p in confusion.most_confused(counts, class_names))
                or 'nothing')
@@ -541,114 +539,106 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains `config` into `workdir`, resuming what is there; returns its status.
 
-  Checks the config and holds the workdir's lock throughout. Raises
-  InputError for a bad config, a busy workdir or one of another run before
-  any data is built, and `signals.Preempted` after saving a checkpoint on
-  SIGTERM/SIGINT. In a multi-process run every process calls it, and all
-  raise any one's InputError.
+  The config must have passed `config_checks.check_config` and the caller
+  must hold the workdir (`run.workdir.claimed`), as `lettercnn.main` does.
+  Raises `signals.Preempted` after saving a checkpoint on SIGTERM/SIGINT. In
+  a multi-process run every process calls it.
   """
-  num_devices = config_checks.check_config(config)
-  with workdir_guard.claimed(config, workdir, num_devices) as existing:
-    if existing is not None and existing['status'] in run_status.FINISHED:
-      distributed.say('already finished, nothing to train: '
-                      f'{run_status.describe(existing)}')
-      return existing
-    devices = distributed.run_devices(num_devices)
-    pipeline, schedule, model, state, tracker = distributed.agreed(
-        lambda: _set_up(config, devices))
-    steps_per_epoch = pipeline.steps_per_epoch
-    checkpointer = checkpointing.Checkpointer(workdir)
-    try:
-      # Restore the newest intact checkpoint, or start a new run at step 0.
-      metrics = MetricsAccumulator(devices)
-      snapshot = checkpointer.restore_latest(
-          {'state': state, 'metrics': metrics.snapshot()})
-      if snapshot is None:
-        step, status = 0, _new_status(config, pipeline, num_devices)
-      else:
-        step, status, state = (snapshot.step, snapshot.meta,
-                               snapshot.arrays['state'])
-        metrics.restore(snapshot.arrays['metrics'])
-        logging.info('Resuming from the checkpoint at step %d.', step)
-      events.resume_at(workdir, None if snapshot is None else step)
-      state = jax_utils.replicate(state, distributed.local_devices(devices))
-      started = time.monotonic() - status['wall_time_s']
-      _record_inputs(config, workdir, pipeline, status)
-      # A run that could not save would lose its training: refuse it now.
-      first = _snapshot(step, status, state, metrics)
-      distributed.agreed(lambda: checkpointer.check_space(step, first.arrays))
-      writer = metric_writers.create_default_writer(
-          workdir, just_logging=not distributed.is_primary())
-      if step == 0:
-        writer.write_hparams(events.hparams(config))
-      run_status.save(workdir, status)
+  devices = distributed.run_devices(config_checks.num_devices_to_use(config))
+  pipeline, schedule, model, state, tracker = distributed.agreed(
+      lambda: _set_up(config, devices))
+  steps_per_epoch = pipeline.steps_per_epoch
+  checkpointer = checkpointing.Checkpointer(workdir)
+  try:
+    # Restore the newest intact checkpoint, or start a new run at step 0.
+    metrics = MetricsAccumulator(devices)
+    snapshot = checkpointer.restore_latest(
+        {'state': state, 'metrics': metrics.snapshot()})
+    if snapshot is None:
+      step, status = 0, _new_status(config, pipeline, len(devices))
+    else:
+      step, status, state = (snapshot.step, snapshot.meta,
+                             snapshot.arrays['state'])
+      metrics.restore(snapshot.arrays['metrics'])
+      logging.info('Resuming from the checkpoint at step %d.', step)
+    events.resume_at(workdir, None if snapshot is None else step)
+    state = jax_utils.replicate(state, distributed.local_devices(devices))
+    started = time.monotonic() - status['wall_time_s']
+    _record_inputs(config, workdir, pipeline, status)
+    # A run that could not save would lose its training: refuse it now.
+    first = _snapshot(step, status, state, metrics)
+    distributed.agreed(lambda: checkpointer.check_space(step, first.arrays))
+    writer = metric_writers.create_default_writer(
+        workdir, just_logging=not distributed.is_primary())
+    if step == 0:
+      writer.write_hparams(events.hparams(config))
+    run_status.save(workdir, status)
 
-      p_train_chunk = ChunkedTrainStep(devices, pipeline.steps_per_chunk)
-      reporter = progress.ProgressLogger(
-          config.num_epochs * steps_per_epoch, config.batch_size,
-          steps_per_epoch, start_step=step)
-      if tracker and step == 0:
-        status['initial_sharpness'] = _initial_sharpness(
-            tracker, state, config=config, schedule=schedule, writer=writer)
-      with signals.StopSignals(devices) as stop:
-        for epoch in range(step // steps_per_epoch, config.num_epochs):
-          state, step, interval, outcome = train_epoch(
-              p_train_chunk, state, metrics, pipeline, epoch, step,
-              config=config, schedule=schedule, writer=writer,
-              reporter=reporter,
-              reference_loss=math.log(pipeline.splits.num_classes),
-              stop_requested=stop.requested, sharpness_tracker=tracker)
-          status.update(step=step, epoch=step / steps_per_epoch)
-          if outcome == 'stopped':
-            status['wall_time_s'] = time.monotonic() - started
-            checkpointer.save(_snapshot(step, status, state, metrics))
-            run_status.save(workdir, status)
-            writer.flush()
-            raise signals.Preempted(stop.signum, step)
-          params = distributed.unreplicate(state.params)
-          status['params_sha256'] = checkpointing.array_digest(params)
-          if outcome == 'diverged':
-            status['status'] = run_status.DIVERGED
-            status['final'] = {'train_loss': interval['loss'],
-                               'train_accuracy': interval['accuracy'],
-                               'val_loss': None, 'val_accuracy': None}
-            break
-
-          train = metrics.flush_epoch()
-          val = evaluate(params, model.apply, pipeline, config.eval_batch_size)
-          _write_epoch(writer, step, epoch, config.num_epochs, train, val)
-          status['final'] = {'train_loss': train['loss'],
-                             'train_accuracy': train['accuracy'],
-                             'val_loss': val['loss'],
-                             'val_accuracy': val['accuracy']}
+    p_train_chunk = ChunkedTrainStep(devices, pipeline.steps_per_chunk)
+    reporter = progress.ProgressLogger(
+        config.num_epochs * steps_per_epoch, config.batch_size,
+        steps_per_epoch, start_step=step)
+    if tracker and step == 0:
+      status['initial_sharpness'] = _initial_sharpness(
+          tracker, state, config=config, schedule=schedule, writer=writer)
+    with signals.StopSignals(devices) as stop:
+      for epoch in range(step // steps_per_epoch, config.num_epochs):
+        state, step, interval, outcome = train_epoch(
+            p_train_chunk, state, metrics, pipeline, epoch, step,
+            config=config, schedule=schedule, writer=writer,
+            reporter=reporter,
+            reference_loss=math.log(pipeline.splits.num_classes),
+            stop_requested=stop.requested, sharpness_tracker=tracker)
+        status.update(step=step, epoch=step / steps_per_epoch)
+        if outcome == 'stopped':
           status['wall_time_s'] = time.monotonic() - started
-          # The best first: killed between the two saves, the run resumes
-          # from an earlier checkpoint and trains this epoch again, to the
-          # same state, and never names a best checkpoint that was not saved.
-          # The first epoch to reach the highest accuracy is the best.
-          best = status['best']
-          if best is None or val['accuracy'] > best['val_accuracy']:
-            status['best'] = {'val_accuracy': val['accuracy'],
-                              'epoch': epoch + 1, 'step': step}
-            checkpointer.save_best(_snapshot(step, status, state, metrics))
-          if ((epoch + 1) % config.checkpoint_every_epochs == 0
-              or epoch + 1 == config.num_epochs):
-            checkpointer.save(_snapshot(step, status, state, metrics))
+          checkpointer.save(_snapshot(step, status, state, metrics))
           run_status.save(workdir, status)
-        else:
-          status['status'] = _final_status(status['final'], config,
-                                           pipeline.splits.num_classes)
+          writer.flush()
+          raise signals.Preempted(stop.signum, step)
+        params = distributed.unreplicate(state.params)
+        status['params_sha256'] = checkpointing.array_digest(params)
+        if outcome == 'diverged':
+          status['status'] = run_status.DIVERGED
+          status['final'] = {'train_loss': interval['loss'],
+                             'train_accuracy': interval['accuracy'],
+                             'val_loss': None, 'val_accuracy': None}
+          break
 
-      if status['status'] != run_status.DIVERGED:
-        status['val_confusion'] = val_confusion(
-            distributed.unreplicate(state.params), model.apply, pipeline,
-            config.eval_batch_size, step, writer)
-      status['wall_time_s'] = time.monotonic() - started
-      run_status.save(workdir, status)
-      writer.close()
-    finally:
-      checkpointer.close()
+        train = metrics.flush_epoch()
+        val = evaluate(params, model.apply, pipeline, config.eval_batch_size)
+        _write_epoch(writer, step, epoch, config.num_epochs, train, val)
+        status['final'] = {'train_loss': train['loss'],
+                           'train_accuracy': train['accuracy'],
+                           'val_loss': val['loss'],
+                           'val_accuracy': val['accuracy']}
+        status['wall_time_s'] = time.monotonic() - started
+        # The best first: killed between the two saves, the run resumes
+        # from an earlier checkpoint and trains this epoch again, to the
+        # same state, and never names a best checkpoint that was not saved.
+        # The first epoch to reach the highest accuracy is the best.
+        best = status['best']
+        if best is None or val['accuracy'] > best['val_accuracy']:
+          status['best'] = {'val_accuracy': val['accuracy'],
+                            'epoch': epoch + 1, 'step': step}
+          checkpointer.save_best(_snapshot(step, status, state, metrics))
+        if ((epoch + 1) % config.checkpoint_every_epochs == 0
+            or epoch + 1 == config.num_epochs):
+          checkpointer.save(_snapshot(step, status, state, metrics))
+        run_status.save(workdir, status)
+      else:
+        status['status'] = _final_status(status['final'], config,
+                                         pipeline.splits.num_classes)
+
+    if status['status'] != run_status.DIVERGED:
+      status['val_confusion'] = val_confusion(
+          distributed.unreplicate(state.params), model.apply, pipeline,
+          config.eval_batch_size, step, writer)
+    status['wall_time_s'] = time.monotonic() - started
+    run_status.save(workdir, status)
+    writer.close()
+  finally:
+    checkpointer.close()
   logging.info('Run %s in %.0f s.', run_status.describe(status),
                status['wall_time_s'])
-  distributed.say(f'{workdir}: {run_status.describe(status)}')
   return status

@@ -31,8 +31,7 @@ import numpy as np
 from lettercnn.classify import inputs as classify_inputs
 from lettercnn.classify import report as classify_report
 from lettercnn import errors
-from lettercnn.run import library_logs
-from lettercnn.classify import output_dirs
+from lettercnn.run import checkpoints as checkpointing
 from lettercnn.classify import trained_model
 
 FLAGS = flags.FLAGS
@@ -76,7 +75,7 @@ def output_dir(out: str | None, workdir: str, checkpoint: str) -> pathlib.Path:
     stamp = time.strftime('%Y%m%d-%H%M%S')
     name = os.path.basename(os.path.normpath(os.path.abspath(workdir)))
     out = os.path.join('classified', f'{name}-{checkpoint}-{stamp}')
-  output_dirs.check_fresh(out, workdir)
+  classify_report.check_fresh(out, workdir)
   return pathlib.Path(out)
 
 
@@ -188,7 +187,7 @@ def main(argv: list[str]) -> None:
   import tensorflow as tf
   # pylint: enable=g-import-not-at-top
   tf.config.experimental.set_visible_devices([], 'GPU')  # JAX's, not TF's.
-  library_logs.quiet_orbax()
+  checkpointing.quiet_orbax()
   try:
     result, out_dir = classify(
         FLAGS.workdir, argv[1:], checkpoint=FLAGS.checkpoint,

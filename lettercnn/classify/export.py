@@ -25,7 +25,7 @@ from PIL import Image
 
 from lettercnn import errors
 from lettercnn.data import input_pipeline
-from lettercnn.classify import output_dirs
+from lettercnn.classify import report as classify_report
 from lettercnn.run import status as run_status
 from lettercnn.data import splits
 
@@ -72,7 +72,7 @@ def export(workdir: str, out: str, split: str = 'validation') -> int:
       empty, or the dataset does not load.
   """
   config = _run_config(workdir)
-  output_dirs.check_fresh(out, workdir)
+  classify_report.check_fresh(out, workdir)
   count = input_pipeline.load_splits(
       config, lambda source: write_split(source, split, out))
   logging.info('Wrote %d %s images of %s into %s.', count, split,

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from lettercnn import confusion
-from lettercnn import confusion_plots
 from lettercnn.data import folder_dataset
 from lettercnn.classify import trained_model
+from lettercnn import errors
 
 # The contact sheet: this many mistakes at most, tiles of this many pixels.
 MAX_MISTAKES = 48
@@ -196,7 +196,7 @@ def _write_mistakes_sheet(result: Classification, out: pathlib.Path) -> None:
   captions = [f'{os.path.basename(p.path)[:16]}\ntrue {p.true_class}, '
               f'pred {p.classes[0]}\np = {p.probabilities[0]:.3f}'
               for p in mistakes]
-  confusion_plots.contact_sheet(
+  confusion.contact_sheet(
       tiles, captions, out / 'mistakes.png',
       f'The {len(mistakes)} most confident of {len(result.mistakes())} '
       f'mistakes ({result.trained.describe()})')
@@ -243,7 +243,7 @@ def write(result: Classification, out: pathlib.Path) -> None:
     names = result.trained.class_names
     _write_per_class(confusion.per_class(counts, names), out)
     _write_confusion_csv(counts, names, out)
-    confusion_plots.save_png(confusion_plots.confusion_figure(
+    confusion.save_png(confusion.confusion_figure(
         counts, names, f'{len(result.labelled)} images, '
         f'{result.trained.describe()}'), out / 'confusion_matrix.png')
     _write_mistakes_sheet(result, out)
@@ -280,3 +280,19 @@ def printed(result: Classification, max_rows: int) -> str:
                 counts, result.trained.class_names)) or 'nothing'))
   lines.append(f'Speed: {result.timing.describe()}')
   return '\n'.join(lines)
+
+
+def _inside(path: str, folder: str) -> bool:
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return path == folder or path.startswith(folder + os.sep)
+
+
+def check_fresh(out: str, workdir: str) -> None:
+  """Raises InputError unless `out` is outside `workdir` and new or empty."""
+  if _inside(out, workdir):
+    raise errors.InputError(
+        f'--out {out} is inside the workdir {workdir}, which is only read; '
+        'choose a folder outside it')
+  if os.path.exists(out) and not (os.path.isdir(out) and not os.listdir(out)):
+    raise errors.InputError(
+        f'--out {out} exists and is not an empty folder; give a new one')

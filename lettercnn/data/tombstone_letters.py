@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lettercnn.data import letter_render
-from lettercnn.data import split_sizes
+from lettercnn.data import splits
 
 
 @dataclasses.dataclass
@@ -26,7 +26,7 @@ class TombstoneLettersConfig(tfds.core.BuilderConfig):
 
   @property
   def num_validation_per_class(self) -> int:
-    return split_sizes.per_class(self.examples_per_class,
+    return splits.per_class(self.examples_per_class,
                                  self.validation_fraction)[1]
 
 
@@ -36,9 +36,9 @@ def config_for(examples_per_class: int, validation_fraction: float,
 
   Raises:
     errors.InputError: the values leave a split empty
-      (`split_sizes.per_class`).
+      (`splits.per_class`).
   """
-  split_sizes.per_class(examples_per_class, validation_fraction)
+  splits.per_class(examples_per_class, validation_fraction)
   return TombstoneLettersConfig(
       name=f'n{examples_per_class}_val{validation_fraction:g}_seed{seed}',
       description=(f'{examples_per_class} images per letter, '

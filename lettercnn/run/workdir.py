@@ -46,12 +46,6 @@ def _recorded_pid(path: str) -> str:
     return 'unknown'
 
 
-# Workdirs this process holds (absolute path -> nesting depth): a process
-# that holds a lock may take it again, as `train.train_and_evaluate` does
-# under `lettercnn.main`.
-_held: dict[str, int] = {}
-
-
 @contextlib.contextmanager
 def locked(workdir: str) -> Iterator[None]:
   """Holds WORKDIR's lock, creating the folder; one line if it cannot.
@@ -60,14 +54,6 @@ def locked(workdir: str) -> Iterator[None]:
     Busy: another live process holds it.
     errors.InputError: the workdir is not a writable folder.
   """
-  key = os.path.abspath(workdir)
-  if key in _held:
-    _held[key] += 1
-    try:
-      yield
-    finally:
-      _held[key] -= 1
-    return
   path = os.path.join(workdir, LOCK_FILE)
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -88,11 +74,9 @@ def locked(workdir: str) -> Iterator[None]:
     os.close(fd)
     raise errors.InputError(
         f'workdir {workdir} cannot be written ({e.strerror or e})') from e
-  _held[key] = 1
   try:
     yield
   finally:
-    del _held[key]
     os.remove(path)
     os.close(fd)
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from absl import logging
 
 from lettercnn import confusion
-from lettercnn import confusion_plots
 from lettercnn.sweep import runs as report_runs
 from lettercnn.sweep import points as sweep_points
 
@@ -47,7 +46,7 @@ def section(points: Sequence[sweep_points.Point],
     logging.warning('Ignoring the confusion matrix of %s: %s', run.name, e)
     return [], []
   step = run.val_confusion.get('step')
-  confusion_plots.save_png(confusion_plots.confusion_figure(
+  confusion.save_png(confusion.confusion_figure(
       counts, names, f'{run.name}: validation split at step {step}'),
                            out_dir / PLOT)
   pairs = confusion.most_confused(counts, names, _PAIRS)
