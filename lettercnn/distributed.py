@@ -14,12 +14,12 @@ protocol) and otherwise keep quiet.
 
 A bad input must stop every process, not just the one that saw it, and never
 leave the others waiting: `agreed` shares each process's outcome of a step
-through JAX's coordination service, so all raise the same error. A process
-that dies instead (a crash, SIGKILL) stops sending heartbeats, and the
-coordination service aborts the others within `HEARTBEAT_TIMEOUT_S`.
+with the others (`multihost_utils.process_allgather`), so all raise the same
+error. A process that dies instead (a crash, SIGKILL) stops sending
+heartbeats, and the coordination service aborts the others within
+`HEARTBEAT_TIMEOUT_S`.
 """
 
-import itertools
 import json
 import os
 import sys
@@ -37,14 +37,6 @@ _T = TypeVar('_T')
 # How long the coordination service waits for a silent process before it
 # aborts the others: a dead process stops them within about this time.
 HEARTBEAT_TIMEOUT_S = 20
-# How long a process waits for the others to finish a step `agreed` runs (a
-# dataset build, say). A process that died aborts the wait much sooner,
-# through the heartbeats.
-_AGREE_TIMEOUT_MS = 3_600_000
-
-# Numbers the agreed steps of this process's run, the same on every process.
-_step_numbers = itertools.count()
-
 
 class RemoteInputError(errors.InputError):
   """Another process's InputError, raised here so that every process stops."""
@@ -129,22 +121,26 @@ def agreed(fn: Callable[[], _T], primary_only: bool = False) -> _T:
       result = fn()
     except errors.InputError as e:
       error = e
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  client = distributed.global_state.client
-  key = f'lettercnn/agreed/{next(_step_numbers)}'
-  client.key_value_set(f'{key}/{jax.process_index()}', json.dumps({
+  outcomes = [json.loads(text) for text in _exchange(json.dumps({
       'error': None if error is None else str(error),
       'exit_code': None if error is None else exit_code(error),
-      'result': result if primary_only and is_primary() else None}))
-  outcomes = [json.loads(client.blocking_key_value_get(f'{key}/{index}',
-                                                       _AGREE_TIMEOUT_MS))
-              for index in range(jax.process_count())]
+      'result': result if primary_only and is_primary() else None}))]
   failed = [o for o in outcomes if o['error'] is not None]
   if failed:
     if error is not None:
       raise error
     raise RemoteInputError(failed[0]['error'], failed[0]['exit_code'])
   return outcomes[0]['result'] if primary_only else result
+
+
+def _exchange(text: str) -> list[str]:
+  """Every process's `text`, in process order (a collective)."""
+  data = np.frombuffer(text.encode(), np.uint8)
+  sizes = [int(size[0]) for size in gather_hosts(np.array([data.size]))]
+  padded = np.zeros(max(sizes), np.uint8)
+  padded[:data.size] = data
+  return [bytes(part[:size]).decode()
+          for part, size in zip(gather_hosts(padded), sizes)]
 
 
 def run_devices(num_devices: int) -> list[jax.Device]:

@@ -79,8 +79,6 @@ def main(argv: list[str]) -> None:
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """`train.train_and_evaluate`, with TensorFlow kept off the accelerators."""
-  # TensorFlow's C++ INFO lines (its oneDNN notices) stay off the console.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   import tensorflow_datasets as tfds

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from absl import logging
 from clu import metric_writers
 from clu import metrics
+from clu import periodic_actions
 import flax
 from flax import jax_utils
 from flax.training import train_state
@@ -28,7 +29,6 @@ from lettercnn import distributed
 from lettercnn.data import input_pipeline
 from lettercnn.models import networks as models
 from lettercnn import optimizers
-from lettercnn.run import progress
 from lettercnn.run import inputs as run_inputs
 from lettercnn.run import status as run_status
 from lettercnn import schedules
@@ -317,7 +317,8 @@ def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
                 pipeline: input_pipeline.Pipeline, epoch: int, step: int, *,
                 config: ml_collections.ConfigDict, schedule: optax.Schedule,
                 writer: metric_writers.MetricWriter,
-                reporter: progress.ProgressLogger, reference_loss: float,
+                reporter: periodic_actions.ReportProgress,
+                reference_loss: float,
                 stop_requested: Callable[[], bool] = lambda: False,
                 sharpness_tracker: sharpness.Tracker | None = None):
   """Trains from global step `step` to the end of `epoch` (0-based).
@@ -346,7 +347,7 @@ def train_epoch(p_train_chunk: ChunkedTrainStep, state: train_state.TrainState,
       state, train_metrics.on_device = p_train_chunk(
           state, train_metrics.on_device, piece)
       step += input_pipeline.chunk_steps(piece)
-      reporter.maybe_log(step)
+      reporter(step)
       if sharpness_tracker and step % config.sharpness_every_steps == 0:
         write_sharpness(sharpness_tracker, state, step, config=config,
                         schedule=schedule, writer=writer)
@@ -575,9 +576,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     run_status.save(workdir, status)
 
     p_train_chunk = ChunkedTrainStep(devices, pipeline.steps_per_chunk)
-    reporter = progress.ProgressLogger(
-        config.num_epochs * steps_per_epoch, config.batch_size,
-        steps_per_epoch, start_step=step)
+    reporter = periodic_actions.ReportProgress(
+        num_train_steps=config.num_epochs * steps_per_epoch, every_secs=30)
     if tracker and step == 0:
       status['initial_sharpness'] = _initial_sharpness(
           tracker, state, config=config, schedule=schedule, writer=writer)

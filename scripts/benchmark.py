@@ -58,6 +58,7 @@ from absl import logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from clu import metric_writers
+from clu import periodic_actions
 from flax import jax_utils
 import jax
 import jax.numpy as jnp
@@ -70,7 +71,6 @@ from lettercnn import distributed
 from lettercnn.data import input_pipeline
 from lettercnn.models import networks as models
 from lettercnn import optimizers
-from lettercnn.run import progress
 from lettercnn import schedules
 from lettercnn import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -226,9 +226,9 @@ class LettercnnLoop:
     self.metrics = train.MetricsAccumulator(self.devices)  # pylint: disable=protected-access
     self.writer = metric_writers.create_default_writer(
         os.path.join(workdir, f'batch{batch_size}'))
-    self.reporter = progress.ProgressLogger(
-        self.config.num_epochs * self.steps_per_epoch, batch_size,
-        self.steps_per_epoch)
+    self.reporter = periodic_actions.ReportProgress(
+        num_train_steps=self.config.num_epochs * self.steps_per_epoch,
+        every_secs=30)
     self.reference_loss = math.log(self.pipeline.splits.num_classes)
     self.epoch = 0
     self.step = 0
