@@ -27,7 +27,7 @@ SLURM_SWEEP = REPO_ROOT / 'scripts' / 'sweep_slurm.sh'
 # it then exits 75 like a run whose workdir process 4242 holds; otherwise it
 # writes status "running", sleeps, then fails if the config name contains
 # "fail" or writes status "converged"; `-m lettercnn.report` just says so;
-# anything else (the sweep's `-m lettercnn.run.workdir`) runs Python.
+# anything else (scripts/sweep.sh's `-m lettercnn.sweep`) runs Python.
 FAKE_PYTHON = """#!/usr/bin/env bash
 set -eu
 if [[ "$1 $2" == "-m lettercnn.main" ]]; then

@@ -1,14 +1,11 @@
 """WORKDIR/status.json: where a run stands, for main, sweeps and the report.
 
-This module is the one reader and writer of the file. `python -m
-lettercnn.run.status WORKDIR` prints the run's status word for shell scripts
-(see `main`).
+This module is the one reader and writer of the file.
 """
 
 import json
 import os
-import sys
-from typing import Any, Sequence
+from typing import Any
 
 from lettercnn import errors
 
@@ -76,21 +73,3 @@ def describe(status: dict[str, Any]) -> str:
   return (f"{status['status']} at epoch {status['epoch']:.2f} (step "
           f"{status['step']}): train accuracy {percent('train_accuracy')}, "
           f"validation accuracy {percent('val_accuracy')}")
-
-
-def main(argv: Sequence[str]) -> int:
-  """Prints WORKDIR's status word: 'none' without status.json, 'unreadable'."""
-  if len(argv) != 2:
-    print('usage: python -m lettercnn.run.status WORKDIR', file=sys.stderr)
-    return 2
-  try:
-    status = read(argv[1])
-  except UnreadableStatus:
-    print('unreadable')
-  else:
-    print('none' if status is None else status['status'])
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main(sys.argv))

@@ -17,8 +17,7 @@ import fcntl
 import glob
 import json
 import os
-import sys
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from absl import logging
 import ml_collections
@@ -199,22 +198,3 @@ def _check_same_run(status: dict[str, Any], config: ml_collections.ConfigDict,
         f'one would use {num_devices}: the device count splits each batch, so '
         f'resume with --config.num_devices={saved_devices} (if the machine has'
         ' that many), or pass another --workdir')
-
-
-def main(argv: Sequence[str]) -> int:
-  """Prints WORKDIR's state for shell scripts: 'busy PID' or the status word.
-
-  The status word is run_status's: 'none', 'unreadable', 'running', ...
-  """
-  if len(argv) != 2:
-    print('usage: python -m lettercnn.run.workdir WORKDIR', file=sys.stderr)
-    return 2
-  pid = holder(argv[1])
-  if pid is not None:
-    print(f'busy {pid}')
-    return 0
-  return run_status.main(argv)
-
-
-if __name__ == '__main__':
-  sys.exit(main(sys.argv))

@@ -1,12 +1,12 @@
 """The points of a sweep: configs x grids x seeds, each checked before any run.
 
-`scripts/sweep.sh` (and its SLURM array, `scripts/sweep_slurm.sh`) asks this
-module which runs a sweep holds:
+The sweep launcher (`lettercnn.sweep.launch`, behind `scripts/sweep.sh`) asks
+`sweep_points` which runs a sweep holds; on the command line
 
   python -m lettercnn.sweep.grid [--grid=FIELD=V1,V2,...]... [--seeds=N|S1,S2,...]
       [--override=--config.FIELD=VALUE]... CONFIG...
 
-It prints one line per point, tab-separated: the point's name (its workdir in
+prints one line per point, tab-separated: the point's name (its workdir in
 the sweep folder), its config file, then the overrides that make the point.
 Points are the Cartesian product of the configs and the grids, in that order
 (configs outermost, seeds innermost). The name is the config file's stem and
