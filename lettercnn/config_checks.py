@@ -18,9 +18,6 @@ from lettercnn.data import splits
 _MAX_LEARNING_RATE = float(np.finfo(np.float32).max) / 2
 # Seeds reach numpy, tf.data and jax.random; all take this range.
 _SEED_LIMIT = 2**32
-# `config.mean_subtraction` (lettercnn.data.input_pipeline): nothing, the mean
-# image, or the mean of each channel, all over the training split.
-MEAN_SUBTRACTIONS = ('none', 'image', 'pixel')
 # Classes of the generated dataset; other sources are counted when loaded.
 _TOMBSTONE_CLASSES = 10
 
@@ -142,7 +139,7 @@ def check_config(config: ml_collections.ConfigDict) -> int:
            f'validation_fraction={config.validation_fraction!r} must be in '
            '(0, 1)')
   _check_choice(config, 'model', tuple(models.MODELS))
-  _check_choice(config, 'mean_subtraction', MEAN_SUBTRACTIONS)
+  _check_choice(config, 'mean_subtraction', splits.MEAN_SUBTRACTIONS)
   for field in ('examples_per_class', 'image_size', 'eval_batch_size',
                 'log_every_steps', 'checkpoint_every_epochs',
                 'sharpness_examples', 'sharpness_max_iterations'):

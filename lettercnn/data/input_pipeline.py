@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from lettercnn import config_checks
 from lettercnn import errors
 from lettercnn.run import file_lock
 from lettercnn.data import splits
@@ -420,10 +419,10 @@ class Pipeline:
                share: ProcessShare | None = None):
     # config_checks rejects it first; this guard keeps other callers from
     # reading the whole dataset before failing on it.
-    if config.mean_subtraction not in config_checks.MEAN_SUBTRACTIONS:
+    if config.mean_subtraction not in splits.MEAN_SUBTRACTIONS:
       raise errors.InputError(
           f'mean_subtraction={config.mean_subtraction!r} is not one of '
-          f'{", ".join(config_checks.MEAN_SUBTRACTIONS)}')
+          f'{", ".join(splits.MEAN_SUBTRACTIONS)}')
     self.splits, self._train, self._validation = load_splits(
         config, functools.partial(_cached, config))
     self.mean = _training_mean(self._train.images, config.mean_subtraction)

@@ -15,6 +15,10 @@ from lettercnn import errors
 if TYPE_CHECKING:
   import tensorflow as tf
 
+# What the input pipeline may subtract from both splits: nothing, the
+# training split's mean image, or its mean pixel (a mean of each channel).
+MEAN_SUBTRACTIONS = ('none', 'image', 'pixel')
+
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
