@@ -51,7 +51,8 @@ def get_config() -> ml_collections.ConfigDict:
   # On CPU, JAX's host devices: a batch trains split over the most of them
   # it divides over with 64 images or more each (lettercnn.cpu_devices: at
   # batch 128, two; below, one), each core taking its share of the whole
-  # step. Part of the arithmetic: 1 rounds as every run before it did.
+  # step. Part of the arithmetic: how a batch is split decides how its
+  # gradient is summed and so rounded.
   config.cpu_devices = 2
   # Passes over the training split.
   config.num_epochs = 30
@@ -120,9 +121,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.lr_find.max_lr = 10.0
   # At batch size 1 each step's loss is one image's, and the moving average
   # lags ~50 steps: 5000 steps (555 a decade, about one epoch) keep the lag
-  # under a tenth of a decade and the suggestions within a factor of 2.5
-  # over 5 seeds, where 1000 steps let the valley move 8x and the steepest
-  # fall five decades (README, "Finding the rate without the sweep").
+  # under a tenth of a decade and the suggestions steady over seeds
+  # (docs/lr_find.md, "The LR range test").
   config.lr_find.num_steps = 5000
   # Exponential moving average of the loss: avg = b avg + (1 - b) loss.
   config.lr_find.smoothing = 0.98

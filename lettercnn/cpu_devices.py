@@ -6,14 +6,12 @@ gradients, say). Split over two host devices, each core trains its share of
 the batch through the whole step, and the pmap-ed step averages the shares'
 gradients as it does over accelerators. That pays only for large shares: the
 devices meet once a step to average, and two cores then stream their patch
-matrices at once. On a 2-core VM the bare batch-128 step ran 1.12x as fast on
-two devices as on one, and 0.83x at batch 8 and 16, 0.95x at 32, 0.97x at 64
-(README, Speed), so a device takes at least `MIN_IMAGES_PER_DEVICE`.
+matrices at once, so a device takes at least `MIN_IMAGES_PER_DEVICE`
+(measured in docs/performance.md, "Batch 128 on two host devices").
 
 The count is `config.cpu_devices` and that rule, not the machine's core
 count: how a batch is split decides how its gradient is summed, so a run
-rounds the same on any machine, pinned to one core or not. Batches that stay
-on one device (below 128 with the default) train bit for bit as before.
+rounds the same on any machine, pinned to one core or not.
 """
 
 import os

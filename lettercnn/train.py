@@ -61,8 +61,8 @@ def create_train_state(rng: jax.Array, model: flax.linen.Module,
   """Initialises parameters for images of `image_shape` (H, W, C).
 
   The dropout key is the second key of `rng`'s split, a stream apart from the
-  parameters', which flax draws from `rng` itself (as before dropout, so a
-  seed keeps its initial parameters).
+  parameters', which flax draws from `rng` itself (so a model's initial
+  parameters do not depend on whether it has dropout).
   """
   params = model.init(rng, jnp.zeros((1,) + image_shape, jnp.float32))['params']
   dropout_key = jax.random.key_data(jax.random.split(rng)[1])
@@ -372,12 +372,11 @@ def training_model(model: flax.linen.Module, devices: list[jax.Device],
   """`model` with the lowering that trains fastest on `devices`.
 
   On CPU, for the models that have it (LeNets), convolutions as matrix
-  products (`lettercnn.models.layers`): same parameters and results up to float
-  rounding, several times faster at small batches. One image per device
-  keeps the NHWC 'matmul' lowering (which batch-1 runs were made with, so
-  they stay bit-identical); larger batches train with the batch as the minor
-  axis ('matmul_chwn'), whose patch matrices and products scale with it.
-  Evaluation keeps XLA's convolutions, faster for its large batches.
+  products (`lettercnn.models.layers`): same parameters and results up to
+  float rounding, several times faster at small batches. One image per
+  device uses the NHWC 'matmul' lowering; larger batches train with the batch
+  as the minor axis ('matmul_chwn'), whose patch matrices and products scale
+  with it. Evaluation keeps XLA's convolutions, faster for its large batches.
   """
   if devices[0].platform != 'cpu':
     return model

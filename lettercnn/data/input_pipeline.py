@@ -41,11 +41,10 @@ Batch = dict[str, np.ndarray]
 _T = TypeVar('_T')
 
 # Training steps gathered at once, and run by one call of the train step
-# (`train.train_chunk`): far cheaper than a call of each per step. Fewer where
-# batches are large (`Pipeline.steps_per_chunk`): every chunk is padded to
-# the full length and copied whole to the device and within the program, so
-# a batch-128 chunk of 64 steps (26 MB of 28x28 images) cost ~25 ms an epoch
-# in copies, however few steps it held.
+# (`train.train_chunk`): far cheaper than a call of each per step. A chunk
+# holds at most `_CHUNK_BYTES` of images (`Pipeline.steps_per_chunk`), since
+# every chunk is padded to its full length and copied whole to the device
+# (docs/performance.md, "How the CPU step is built").
 MAX_STEPS_PER_CHUNK = 64
 _CHUNK_BYTES = 8 << 20
 
@@ -300,10 +299,9 @@ def preprocess(dataset: tf.data.Dataset, image_size: int,
   return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-# No autotuning: with it on, an iterator reaching its end waited for the
-# autotuner's next period, up to ~1.3 s at each epoch's end while the step ran
-# on the same cores (a 1500-step batch-1 epoch took 1.29 or 2.57 s instead of
-# ~1.1 s). These pipelines are small and fixed, with nothing worth tuning.
+# No autotuning: these pipelines are small and fixed, with nothing to tune,
+# and an iterator reaching its end waits for the autotuner's next period
+# (docs/performance.md, "How the CPU step is built").
 _OPTIONS = tf.data.Options()
 _OPTIONS.autotune.enabled = False
 
@@ -503,10 +501,9 @@ class Pipeline:
     """The training examples' indices in epoch `epoch`'s order.
 
     A function of (seed, epoch) alone: tf.data's shuffle of the indices with
-    the seed `seed * 100_003 + epoch`, which is the order in which shuffling
-    the examples themselves with that seed (as lettercnn did before it
-    gathered batches from memory) yields them, so runs and checkpoints made
-    then see the same batches.
+    the seed `seed * 100_003 + epoch`. This order is part of every result
+    (the README's tables and `params_sha256`s): replacing it, e.g. with
+    numpy's permutation, changes every run.
     """
     count = self.splits.num_train
     indices = tf.data.Dataset.range(count).shuffle(

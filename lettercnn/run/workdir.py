@@ -173,8 +173,7 @@ def existing_run(config: ml_collections.ConfigDict, workdir: str,
 
 # Fields that only choose the devices a run trains on, which is compared on
 # its own below: resuming with --config.num_devices=N, as the refusal says,
-# or a run from before cpu_devices existed, is the same run on the same
-# devices.
+# or without a `cpu_devices` field, is the same run on the same devices.
 _DEVICE_FIELDS = frozenset({'num_devices', 'cpu_devices'})
 
 

@@ -50,7 +50,7 @@ def _test_line(name: str, found: dict[str, Any]) -> str:
           f'{sharp["examples"]} images, {sharp["formula"]})')
   if sharp.get('batch_bound') is not None:
     line += f', per-example {_rate(sharp["batch_bound"])}'
-  # Absent from the lr_find.json of versions before each seed had a bound.
+  # An lr_find.json written by an older lettercnn has no bound per seed.
   over_seeds = found.get('bound_over_seeds')
   if seeds > 1 and over_seeds:
     line += (f'; over the {seeds} seeds\' initialisations median '
