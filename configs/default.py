@@ -58,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.num_epochs = 30
   # Base learning rate (each configs/lr_*.py sets it).
   config.learning_rate = 1e-4
-  # Solver, as DIGITS offers them (lettercnn.optimizers): 'sgd', 'momentum',
+  # Solver, as DIGITS offers them (lettercnn.optim.optimizers): 'sgd', 'momentum',
   # 'nesterov', 'adagrad', 'rmsprop', 'adadelta' or 'adam'. DIGITS' Caffe
   # "SGD" is SGD with momentum 0.9: here 'momentum'.
   config.optimizer = 'momentum'
@@ -73,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Learning-rate multiplier of the biases (DIGITS' Caffe LeNet: lr_mult 2).
   config.bias_lr_mult = 2.0
 
-  # --- Learning-rate policy (DIGITS' seven; lettercnn.schedules) -----------
+  # --- Learning-rate policy (DIGITS' seven; lettercnn.optim.schedules) -----------
   # 'fixed', 'step', 'multistep', 'exp', 'inv', 'poly' or 'sigmoid', with p the
   # percentage of training done: step lr*gamma^floor(p/step), multistep
   # lr*gamma^(steps passed), exp lr*gamma^p, inv lr*(1+gamma*p)^-power,
@@ -100,7 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Epochs between checkpoints (the last epoch is always saved).
   config.checkpoint_every_epochs = 1
 
-  # --- Sharpness (lettercnn.lr_find.sharpness) --------------------------------------
+  # --- Sharpness (lettercnn.optim.sharpness) --------------------------------------
   # Training steps between measurements of the sharpness (the top Hessian
   # eigenvalue of the loss), logged as TensorBoard scalar `sharpness` beside
   # the stable-rate limit; 0: never (lettercnn.lr_find measures it at

@@ -10,8 +10,8 @@ import numpy as np
 
 from lettercnn import errors
 from lettercnn.models import networks as models
-from lettercnn import optimizers
-from lettercnn import schedules
+from lettercnn.optim import optimizers
+from lettercnn.optim import schedules
 from lettercnn.data import splits
 
 # Training runs in float32: a larger rate (biases train at twice it) is inf.
@@ -53,7 +53,7 @@ def _check_solver(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_lr_policy(config: ml_collections.ConfigDict) -> None:
-  """The fields the chosen policy reads (see lettercnn.schedules)."""
+  """The fields the chosen policy reads (see lettercnn.optim.schedules)."""
   _check_choice(config, 'lr_policy', schedules.POLICIES)
   policy, gamma = config.lr_policy, config.lr_decay_factor
   if policy in ('step', 'multistep', 'exp'):

@@ -28,11 +28,11 @@ from lettercnn import confusion
 from lettercnn import distributed
 from lettercnn.data import input_pipeline
 from lettercnn.models import networks as models
-from lettercnn import optimizers
+from lettercnn.optim import optimizers
 from lettercnn.run import inputs as run_inputs
 from lettercnn.run import status as run_status
-from lettercnn import schedules
-from lettercnn.lr_find import sharpness
+from lettercnn.optim import schedules
+from lettercnn.optim import sharpness
 from lettercnn.run import events
 from lettercnn.run import signals
 

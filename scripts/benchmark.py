@@ -70,8 +70,8 @@ from lettercnn import cpu_devices
 from lettercnn import distributed
 from lettercnn.data import input_pipeline
 from lettercnn.models import networks as models
-from lettercnn import optimizers
-from lettercnn import schedules
+from lettercnn.optim import optimizers
+from lettercnn.optim import schedules
 from lettercnn import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

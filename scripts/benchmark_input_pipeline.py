@@ -41,8 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import default
 from lettercnn.data import input_pipeline
 from lettercnn.models import networks as models
-from lettercnn import optimizers
-from lettercnn import schedules
+from lettercnn.optim import optimizers
+from lettercnn.optim import schedules
 from lettercnn import train
 # pylint: enable=g-import-not-at-top
 

@@ -1,4 +1,4 @@
-"""The solvers DIGITS offers (lettercnn.optimizers)."""
+"""The solvers DIGITS offers (lettercnn.optim.optimizers)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from configs import default
-from lettercnn import optimizers
+from lettercnn.optim import optimizers
 
 
 def _config(**fields):

@@ -1,4 +1,4 @@
-"""DIGITS' learning-rate policies against their formulas (lettercnn.schedules)."""
+"""DIGITS' learning-rate policies against their formulas (lettercnn.optim.schedules)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from lettercnn import schedules
+from lettercnn.optim import schedules
 
 STEPS_PER_EPOCH = 7
 NUM_EPOCHS = 30

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lettercnn.lr_find import sharpness
+from lettercnn.optim import sharpness
 
 
 def test_power_iteration_matches_least_squares_top_eigenvalue():

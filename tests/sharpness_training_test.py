@@ -3,7 +3,7 @@
 import pytest
 
 from lettercnn.run import status as run_status
-from lettercnn import schedules
+from lettercnn.optim import schedules
 from lettercnn.run import events as tb_events
 from lettercnn import train
 

@@ -487,7 +487,7 @@ class Pipeline:
     """The split's first `count` training examples, as training feeds them.
 
     In the split's stored order, whatever the seed: a fixed subset (the one
-    `lettercnn.lr_find.sharpness` measures the loss over). Images have `mean`
+    `lettercnn.optim.sharpness` measures the loss over). Images have `mean`
     subtracted, (count, H, W, C); labels (count,).
     """
     if not 0 < count <= self.splits.num_train:

@@ -6,7 +6,7 @@ exponentially from `lr_find.min_lr` to `lr_find.max_lr` over
 `lr_find.num_steps` steps (one rate per step), and stops once the smoothed
 loss is not finite or passes `lr_find.stop_factor` times its minimum
 (`lettercnn.lr_find.range_test`). Before that it measures the sharpness at
-initialisation (`lettercnn.lr_find.sharpness`) over `sharpness_examples` training
+initialisation (`lettercnn.optim.sharpness`) over `sharpness_examples` training
 images, and the stable-rate bound it implies for the configured solver.
 
 Writes into --workdir (default runs/lr_find/<config file stem>):

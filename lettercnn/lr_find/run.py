@@ -24,8 +24,8 @@ import numpy as np
 from lettercnn.data import input_pipeline
 from lettercnn.lr_find import range_test as lr_range
 from lettercnn.models import networks as models
-from lettercnn import optimizers
-from lettercnn.lr_find import sharpness
+from lettercnn.optim import optimizers
+from lettercnn.optim import sharpness
 from lettercnn import train
 
 RESULT_FILE = lr_range.RESULT_FILE
