@@ -63,8 +63,8 @@ def sweep_dir(tmp_path) -> pathlib.Path:
   return folder
 
 
-def _point(name: str, *overrides: str) -> grid.Point:
-  return grid.Point(name, f'configs/{name}.py', overrides)
+def _point(name: str, *overrides: str) -> grid.Run:
+  return grid.Run(name, f'configs/{name}.py', overrides)
 
 
 def _cpus(workdir: pathlib.Path) -> set[int]:

@@ -47,8 +47,8 @@ _OVERRIDES = flags.DEFINE_multi_string(
     'override', [], 'A --config.FIELD=VALUE given to every point.')
 
 
-class Point(NamedTuple):
-  """One run of a sweep."""
+class Run(NamedTuple):
+  """One run of a sweep: its folder's name, config file and overrides."""
   name: str
   config_path: str
   overrides: tuple[str, ...]
@@ -144,7 +144,7 @@ def _check_fields(config: ml_collections.ConfigDict, fields: Sequence[str],
 
 
 def sweep_points(config_paths: Sequence[str], grid_specs: Sequence[str],
-                 seeds: str | None, fixed: Sequence[str]) -> list[Point]:
+                 seeds: str | None, fixed: Sequence[str]) -> list[Run]:
   """Every point of the sweep, each checked as lettercnn.main would check it.
 
   Raises:
@@ -179,7 +179,7 @@ def sweep_points(config_paths: Sequence[str], grid_specs: Sequence[str],
             config_loading.load_config(config_path, [*fixed, *overrides]))
       except errors.InputError as e:
         raise errors.InputError(f'{name}: {e}') from e
-      points.append(Point(name, config_path, overrides))
+      points.append(Run(name, config_path, overrides))
   names = [p.name for p in points]
   for name, count in collections.Counter(names).items():
     if count > 1:

@@ -398,7 +398,7 @@ class Scheduler:
     self.busy: list[str] = []
     self.interrupted = False
 
-  def run(self, points: Sequence[grid.Point],
+  def run(self, points: Sequence[grid.Run],
           relaunch_finished: bool = False) -> None:
     """Runs every point not finished (all with `relaunch_finished`) or busy.
 
@@ -425,7 +425,7 @@ class Scheduler:
     taken = {run.slot for run in self.running.values()}
     return next(slot for slot in range(self.jobs) if slot not in taken)
 
-  def launch(self, point: grid.Point) -> None:
+  def launch(self, point: grid.Run) -> None:
     """Starts `point`'s run, its output appended to its log.txt."""
     workdir = os.path.join(self.sweep_dir, point.name)
     log = os.path.join(workdir, LOG_FILE)
@@ -527,7 +527,7 @@ def _check_options(options: Options, python: str) -> None:
     raise UsageError(f"no Python interpreter '{python}'; set PYTHON")
 
 
-def _points(options: Options, configs: list[str]) -> list[grid.Point] | None:
+def _points(options: Options, configs: list[str]) -> list[grid.Run] | None:
   """The sweep's points, or None after the bad grid's error line."""
   # JAX's "no GPU/TPU found" warning would precede the sweep's first line.
   logging.set_verbosity(logging.ERROR)
@@ -574,7 +574,7 @@ def _print_outcome(scheduler: Scheduler) -> None:
       print(f'  {line}', file=sys.stderr)
 
 
-def sweep(options: Options, points: Sequence[grid.Point], python: str) -> int:
+def sweep(options: Options, points: Sequence[grid.Run], python: str) -> int:
   """Runs the points into options.sweep_dir, then the report: exit status.
 
   Raises:
