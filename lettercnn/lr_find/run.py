@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from lettercnn.data import input_pipeline
+from lettercnn import files
 from lettercnn.lr_find import range_test as lr_range
 from lettercnn.models import networks as models
 from lettercnn import optimizers
@@ -262,9 +263,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       'config': config.to_dict(),
   }
   path = os.path.join(workdir, RESULT_FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(result, f, indent=1, default=str)
-  os.replace(path + '.tmp', path)
+  files.atomic_write_text(path, json.dumps(result, indent=1, default=str))
   _plot(result, os.path.join(workdir, PLOT_FILE))
   _write_events(workdir, result)
   return result

@@ -16,6 +16,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
+from lettercnn import files
+
 
 def _read_records(path: str) -> list[bytes]:
   """The file's complete records; a record cut short by a kill is dropped."""
@@ -56,11 +58,11 @@ def drop_events_after(logdir: str, step: int) -> None:
     if len(kept) == len(records) and os.path.getsize(path) == sum(
         len(r) + 16 for r in records):
       continue
-    tmp_path = os.path.join(logdir, '.trimmed_events.tmp')
-    with tf.io.TFRecordWriter(tmp_path) as writer:
-      for record in kept:
-        writer.write(record)
-    os.replace(tmp_path, path)
+    with files.atomic_path(
+        path, os.path.join(logdir, '.trimmed_events.tmp')) as temp_path:
+      with tf.io.TFRecordWriter(temp_path) as writer:
+        for record in kept:
+          writer.write(record)
     logging.info('Dropped %d events after step %d from %s.',
                  len(records) - len(kept), step, path)
 
