@@ -26,6 +26,7 @@ from lettercnn import files
 from lettercnn.lr_find import range_test as lr_range
 from lettercnn.models import networks as models
 from lettercnn import optimizers
+from lettercnn.run import events
 from lettercnn.lr_find import sharpness
 from lettercnn import train
 
@@ -158,7 +159,7 @@ def _write_events(workdir: str, result: dict[str, Any]) -> None:
   A rerun recomputes the same curve (it is a function of the config), so
   the events of an earlier test in `workdir` are removed, not kept twice.
   """
-  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+  for path in glob.glob(os.path.join(workdir, events.EVENT_FILE_PATTERN)):
     os.remove(path)
   curve = result['seeds'][0]
   num_points = len(curve['rates'])
