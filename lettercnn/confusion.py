@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from lettercnn import formats
+
 
 def matrix(true_labels: Sequence[int] | np.ndarray,
            predicted_labels: Sequence[int] | np.ndarray,
@@ -88,7 +90,7 @@ class Confusion:
   def describe(self) -> str:
     """'C as O: 12 (6.9% of C)'."""
     return (f'{self.true_class} as {self.predicted_class}: {self.count} '
-            f'({100 * self.share:.1f}% of {self.true_class})')
+            f'({formats.percent(self.share)} of {self.true_class})')
 
 
 def most_confused(counts: np.ndarray, class_names: Sequence[str],
@@ -112,7 +114,7 @@ def pairs_table(pairs: Sequence[Confusion]) -> list[str]:
   return ['| true class | predicted as | images | share of the true class |',
           '|---|---|---:|---:|'] + [
               f'| {c.true_class} | {c.predicted_class} | {c.count} | '
-              f'{100 * c.share:.1f}% |' for c in pairs]
+              f'{formats.percent(c.share)} |' for c in pairs]
 
 
 def record(counts: np.ndarray, class_names: Sequence[str],

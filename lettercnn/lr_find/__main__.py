@@ -34,6 +34,7 @@ from lettercnn import config_checks
 from lettercnn import config_loading
 from lettercnn import cpu_devices
 from lettercnn import errors
+from lettercnn import formats
 from lettercnn.run import workdir as workdir_guard
 
 FLAGS = flags.FLAGS
@@ -45,7 +46,8 @@ config_loading.define_config_flag()
 
 
 def _format_rate(rate: float | None) -> str:
-  return 'none' if rate is None else f'{rate:.2g}'
+  """`formats.rate` to 2 significant digits; 'none' where there is none."""
+  return formats.rate(rate, missing='none', digits=2)
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
