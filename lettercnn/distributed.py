@@ -108,10 +108,6 @@ def print_error(program: str, error: Exception) -> None:
     print(f'{program}: error: {error}', file=sys.stderr, flush=True)
 
 
-def exit_code(error: Exception) -> int:
-  return getattr(error, 'exit_code', 1)
-
-
 def agreed(fn: Callable[[], _T], primary_only: bool = False) -> _T:
   """Runs `fn` and makes its outcome every process's.
 
@@ -134,7 +130,7 @@ def agreed(fn: Callable[[], _T], primary_only: bool = False) -> _T:
   key = f'lettercnn/agreed/{next(_step_numbers)}'
   client.key_value_set(f'{key}/{jax.process_index()}', json.dumps({
       'error': None if error is None else str(error),
-      'exit_code': None if error is None else exit_code(error),
+      'exit_code': None if error is None else errors.exit_code(error),
       'result': result if primary_only and is_primary() else None}))
   outcomes = [json.loads(client.blocking_key_value_get(f'{key}/{index}',
                                                        _AGREE_TIMEOUT_MS))

@@ -31,7 +31,7 @@ from lettercnn.run import status as run_status
 LOCK_FILE = '.lock'
 # `lettercnn.main`'s exit status when another process holds the workdir
 # (EX_TEMPFAIL): the sweep reports such a run as busy, not failed.
-BUSY_EXIT_CODE = 75
+BUSY_EXIT_CODE = errors.BUSY
 
 
 class Busy(errors.InputError):

@@ -48,7 +48,7 @@ from lettercnn.run import status as run_status
 from lettercnn.sweep import plots as sweep_plots
 from lettercnn.sweep import points as sweep_points
 from lettercnn.sweep import tables as sweep_tables
-from lettercnn.errors import InputError
+from lettercnn import errors
 
 CSV_COLUMNS = ('run', 'learning_rate', 'status', 'final_train_loss',
                'final_train_accuracy', 'final_val_loss', 'final_val_accuracy',
@@ -242,7 +242,7 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   """Writes all report files into `sweep_dir`; returns what main prints.
 
   Raises:
-    InputError: see `report_runs.load_sweep`.
+    errors.InputError: see `report_runs.load_sweep`.
   """
   runs = report_runs.load_sweep(sweep_dir)
   points = sweep_points.group_points(runs)
@@ -279,11 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = list(sys.argv[1:] if argv is None else argv)
   if len(args) != 1 or args[0].startswith('-'):
     print('Usage: python -m lettercnn.report SWEEP_DIR', file=sys.stderr)
-    return 2
+    return errors.BAD_INPUT
   try:
     print(write_report(pathlib.Path(args[0])))
-  except InputError as e:
+  except errors.InputError as e:
     print(f'report: {e}', file=sys.stderr)
-    return 1
-  return 0
+    return errors.exit_code(e)
+  return errors.DONE
 
