@@ -103,7 +103,8 @@ def define_config_flag() -> None:
 
 def flags_parser(program: str,
                  quiet: bool = False) -> Callable[[list[str]], list[str]]:
-  """absl's `flags_parser` for `program`: a bad config is one line, exit 2.
+  """absl's `flags_parser` for `program`: a bad flag or config is one line,
+  exit `errors.BAD_INPUT`.
 
   `quiet` exits without the line: for the processes of a multi-process job
   other than process 0, which prints it.
@@ -115,6 +116,6 @@ def flags_parser(program: str,
     except errors.InputError as e:
       if not quiet:
         print(f'{program}: error: {e}', file=sys.stderr)
-      sys.exit(2)
+      sys.exit(errors.exit_code(e))
 
   return parse

@@ -21,6 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lettercnn import formats
+
 
 def matrix(true_labels: Sequence[int] | np.ndarray,
            predicted_labels: Sequence[int] | np.ndarray,
@@ -94,7 +96,7 @@ class Confusion:
   def describe(self) -> str:
     """'C as O: 12 (6.9% of C)'."""
     return (f'{self.true_class} as {self.predicted_class}: {self.count} '
-            f'({100 * self.share:.1f}% of {self.true_class})')
+            f'({formats.percent(self.share)} of {self.true_class})')
 
 
 def most_confused(counts: np.ndarray, class_names: Sequence[str],
@@ -118,7 +120,7 @@ def pairs_table(pairs: Sequence[Confusion]) -> list[str]:
   return ['| true class | predicted as | images | share of the true class |',
           '|---|---|---:|---:|'] + [
               f'| {c.true_class} | {c.predicted_class} | {c.count} | '
-              f'{100 * c.share:.1f}% |' for c in pairs]
+              f'{formats.percent(c.share)} |' for c in pairs]
 
 
 def record(counts: np.ndarray, class_names: Sequence[str],

@@ -100,10 +100,6 @@ def print_error(program: str, error: Exception) -> None:
     print(f'{program}: error: {error}', file=sys.stderr, flush=True)
 
 
-def exit_code(error: Exception) -> int:
-  return getattr(error, 'exit_code', 1)
-
-
 def agreed(fn: Callable[[], _T], primary_only: bool = False) -> _T:
   """Runs `fn` and makes its outcome every process's.
 
@@ -123,7 +119,7 @@ def agreed(fn: Callable[[], _T], primary_only: bool = False) -> _T:
       error = e
   outcomes = [json.loads(text) for text in _exchange(json.dumps({
       'error': None if error is None else str(error),
-      'exit_code': None if error is None else exit_code(error),
+      'exit_code': None if error is None else errors.exit_code(error),
       'result': result if primary_only and is_primary() else None}))]
   failed = [o for o in outcomes if o['error'] is not None]
   if failed:

@@ -49,12 +49,13 @@ config_loading.define_config_flag()
 
 def _fail(error: Exception) -> None:
   distributed.print_error('lettercnn', error)
-  sys.exit(distributed.exit_code(error))
+  sys.exit(errors.exit_code(error))
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}',
+                         exitcode=errors.BAD_INPUT)
   workdir = _WORKDIR.value or config_loading.default_workdir(
       config_flags.get_config_filename(FLAGS['config']))
   try:
@@ -94,7 +95,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return train.train_and_evaluate(config, workdir)
   except signals.Preempted as e:
     logging.warning('%s', e)
-    sys.exit(e.exit_code)
+    sys.exit(errors.exit_code(e))
   except errors.InputError:
     raise
   except Exception as e:  # pylint: disable=broad-except
@@ -109,7 +110,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); when a '
           'collective failed, another process of this run most likely died '
           'first: see its log', file=sys.stderr, flush=True)
-    os._exit(1)  # pylint: disable=protected-access
+    os._exit(errors.FAILED)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':

@@ -323,7 +323,7 @@ def test_command_line_table_and_error_line(run, tmp_path):
   assert lines[2].startswith(str(image))
   assert len(lines[2].split()) == 7  # The path, then 3 x class, probability.
   assert lines[-1] == f'Results in {tmp_path / "out"}'
-  assert failed.returncode == 1
+  assert failed.returncode == 2
   # Only TensorFlow's start-up lines besides it (it loads on import).
   assert [l for l in failed.stderr.splitlines()
           if 'error' in l and 'oneDNN' not in l] == [

@@ -226,7 +226,7 @@ def test_bad_input_is_one_line_from_process_zero_and_stops_both(
   if problem == 'learning_rate':
     launch = _Launch(workdir, data_dir, logs,
                      overrides=['--config.learning_rate=0'])
-    expected_code, message = 1, 'learning_rate=0.0 must be a positive'
+    expected_code, message = 2, 'learning_rate=0.0 must be a positive'
     exit_codes = launch.wait()
   else:
     with workdir_guard.locked(workdir):

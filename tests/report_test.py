@@ -245,7 +245,7 @@ def test_not_a_sweep_gives_one_line_error(tmp_path, capsys):
                         (tmp_path / 'missing', 'is not a directory'),
                         (single, 'single run')):
     code, out, err = run_main(path, capsys)
-    assert code == 1, path
+    assert code == 2, path
     assert out == ''
     assert message in err
     assert err.count('\n') == 1, err
@@ -256,7 +256,7 @@ def test_cli_empty_dir_exits_non_zero_without_traceback(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'lettercnn.report', str(tmp_path)],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert 'Traceback' not in result.stderr
   assert result.stderr.strip().startswith('report: No training runs in')
   assert result.stdout == ''

@@ -129,7 +129,7 @@ def test_lost_status_json_is_rebuilt_from_the_checkpoint(workdir, data_dir,
   # Another config is still refused: the checkpoint knows the config.
   exit_code, _, stderr = run_main(workdir, data_dir,
                                   overrides=['--config.seed=1'])
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   assert _error_line(stderr).startswith(
       f'lettercnn: error: workdir {workdir} holds a run of a different config '
       '(seed: 0 there vs 1 now)')
@@ -148,7 +148,7 @@ def test_events_without_status_or_checkpoint_are_refused(tmp_path, data_dir):
   (workdir / 'events.out.tfevents.1.host.7.v2').write_bytes(b'history')
   exit_code, _, stderr = run_main(workdir, data_dir)
 
-  assert exit_code == 1
+  assert exit_code == 2
   assert _error_line(stderr) == (
       f'lettercnn: error: workdir {workdir} holds TensorBoard events but no '
       'status.json and no checkpoint that says which config wrote it; move it '
@@ -162,7 +162,7 @@ def test_another_device_count_is_refused(workdir, data_dir):
   exit_code, _, stderr = run_main(
       workdir, data_dir,
       env={'XLA_FLAGS': '--xla_force_host_platform_device_count=1'})
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   assert _error_line(stderr).startswith(
       f'lettercnn: error: workdir {workdir} holds a run on 2 device(s), and '
       'this one would use 1')
@@ -207,7 +207,7 @@ def test_checkpoint_of_other_code_stops_and_moves_nothing(workdir, data_dir):
   before = _snapshot(workdir)
   exit_code, _, stderr = run_main(workdir, data_dir, _EXTRA_PARAMETER)
 
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   assert _error_line(stderr) == (
       'lettercnn: error: the checkpoint at step 150 in '
       f'{workdir}/checkpoints is intact but does not fit this code: '
@@ -221,7 +221,7 @@ def test_workdir_that_is_a_file(tmp_path, data_dir):
   path = tmp_path / 'run'
   path.write_text('not a folder')
   exit_code, _, stderr = run_main(path, data_dir)
-  assert exit_code == 1
+  assert exit_code == 2
   assert _error_line(stderr) == (
       f'lettercnn: error: workdir {path} is a file, not a folder')
   assert path.read_text() == 'not a folder'
@@ -251,7 +251,7 @@ _DISK_FULL_AT_SECOND_SAVE = """
 def test_full_disk_keeps_the_last_checkpoint_and_says_so(workdir, data_dir):
   exit_code, _, stderr = run_main(workdir, data_dir, _DISK_FULL_AT_SECOND_SAVE)
 
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   assert _error_line(stderr) == (
       'lettercnn: error: could not write the checkpoint at step 450 in '
       f'{workdir}/checkpoints (No space left on device); the checkpoint at '
@@ -276,7 +276,7 @@ def test_unwritable_workdir(tmp_path, data_dir):
     os.open = refuse
     """
   exit_code, _, stderr = run_main(workdir, data_dir, fault)
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   assert _error_line(stderr) == (
       f'lettercnn: error: workdir {workdir} cannot be written (Permission '
       'denied)')
@@ -305,7 +305,7 @@ def test_no_room_for_a_checkpoint_stops_before_training(tmp_path, data_dir):
   exit_code, _, stderr = run_main(workdir, data_dir,
                                   _DISK_FULL_FROM_LOOK_NUMBER.format(n=1))
 
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   # LeNet's 431,080 parameters and their momentum, and room for metadata.
   assert _error_line(stderr) == (
       'lettercnn: error: not enough disk for checkpoints in '
@@ -319,7 +319,7 @@ def test_disk_filling_up_keeps_the_last_checkpoint(workdir, data_dir):
   exit_code, _, stderr = run_main(workdir, data_dir,
                                   _DISK_FULL_FROM_LOOK_NUMBER.format(n=3))
 
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   assert _error_line(stderr).endswith(
       '0.0 MiB are free; the checkpoint at step 300 is intact, free some space '
       'and run again')
@@ -338,7 +338,7 @@ def test_workdir_on_a_disk_that_takes_no_more_bytes(tmp_path, data_dir):
     """
   exit_code, _, stderr = run_main(workdir, data_dir, fault)
 
-  assert exit_code == 1, stderr[-3000:]
+  assert exit_code == 2, stderr[-3000:]
   assert _error_line(stderr) == (
       f'lettercnn: error: workdir {workdir} cannot be written (File too large)')
   assert _snapshot(workdir) == {}

@@ -11,7 +11,7 @@ batched, so a run's validation images classify exactly as its evaluation
 did. Nothing in the workdir is written or changed: results go to --out, by
 default a new folder classified/<run>-<checkpoint>-<time> here.
 
-Bad input is one line `classify: error: ...` and exit status 1, checked
+Bad input is one line `classify: error: ...` and exit status 2, checked
 before any compute where it can be: a workdir without the checkpoint asked
 for, a model this code lacks, class folders the model does not know, and
 (when decoding) an unreadable image, which --skip_bad skips and counts.
@@ -19,7 +19,6 @@ for, a model this code lacks, class folders the model does not know, and
 
 import os
 import pathlib
-import sys
 import time
 from collections.abc import Sequence
 
@@ -194,8 +193,7 @@ def main(argv: list[str]) -> None:
         top_k=FLAGS.top_k, out=FLAGS.out, skip_bad=FLAGS.skip_bad,
         batch_size=FLAGS.batch_size)
   except errors.InputError as e:
-    print(f'classify: error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    errors.fail('classify', e)
   print(f'{result.trained.workdir}: {result.trained.describe()}')
   print(classify_report.printed(result, FLAGS.max_rows))
   print(f'Results in {out_dir}')

@@ -14,7 +14,6 @@ input pipeline's own loader; nothing in the workdir is written.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -23,6 +22,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from lettercnn import config_loading
 from lettercnn import errors
 from lettercnn.data import input_pipeline
 from lettercnn.classify import report as classify_report
@@ -82,15 +82,15 @@ def export(workdir: str, out: str, split: str = 'validation') -> int:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}',
+                         exitcode=errors.BAD_INPUT)
   try:
     count = export(FLAGS.workdir, FLAGS.out, FLAGS.split)
   except errors.InputError as e:
-    print(f'export_split: error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    errors.fail('export_split', e)
   print(f'{count} {FLAGS.split} images in {FLAGS.out}')
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=config_loading.flags_parser('export_split'))

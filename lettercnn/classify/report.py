@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lettercnn import confusion
+from lettercnn import formats
 from lettercnn.data import folder_dataset
 from lettercnn.classify import trained_model
 from lettercnn import errors
@@ -117,10 +118,6 @@ def _display_path(path: str) -> str:
   return path if relative.startswith('..') else relative
 
 
-def _percent(value: float | None) -> str:
-  return '-' if value is None else f'{100 * value:.1f}%'
-
-
 def metrics(result: Classification) -> dict[str, Any] | None:
   """Accuracies, per-class metrics and the most confused pairs, as JSON."""
   counts = result.counts()
@@ -215,9 +212,9 @@ def _markdown(result: Classification) -> str:
     return '\n'.join(lines + ['No labelled images, so no accuracy.', ''])
   names = trained.class_names
   correct = int(np.trace(counts))
-  lines += [f'Top-1 accuracy: {_percent(confusion.accuracy(counts))} '
+  lines += [f'Top-1 accuracy: {formats.percent(confusion.accuracy(counts))} '
             f'({correct} of {len(result.labelled)}); top-{result.top_k} '
-            f'accuracy: {_percent(result.top_k_accuracy())}.', '',
+            f'accuracy: {formats.percent(result.top_k_accuracy())}.', '',
             '## Most confused', '']
   lines += confusion.pairs_table(
       confusion.most_confused(counts, names, _MOST_CONFUSED))
@@ -226,7 +223,7 @@ def _markdown(result: Classification) -> str:
             '| class | images | correct | precision | recall (accuracy) |',
             '|---|---:|---:|---:|---:|']
   lines += [f'| {m.name} | {m.images} | {m.correct} | '
-            f'{_percent(m.precision)} | {_percent(m.recall)} |'
+            f'{formats.percent(m.precision)} | {formats.percent(m.recall)} |'
             for m in confusion.per_class(counts, names)]
   lines += ['', '## Confusion matrix', '',
             '![Confusion matrix](confusion_matrix.png)', '',
@@ -273,8 +270,8 @@ def printed(result: Classification, max_rows: int) -> str:
                  f'{result.skipped[0]}.')
   if counts is not None:
     lines.append(
-        f'Top-1 accuracy {_percent(confusion.accuracy(counts))}, top-'
-        f'{result.top_k} {_percent(result.top_k_accuracy())} on '
+        f'Top-1 accuracy {formats.percent(confusion.accuracy(counts))}, top-'
+        f'{result.top_k} {formats.percent(result.top_k_accuracy())} on '
         f'{len(result.labelled)} labelled images; most confused: ' + (
             '; '.join(c.describe() for c in confusion.most_confused(
                 counts, result.trained.class_names)) or 'nothing'))

@@ -51,6 +51,7 @@ from PIL import ImageFile
 import tensorflow as tf
 
 from lettercnn import errors
+from lettercnn import files
 from lettercnn.data import splits
 
 IMAGE_EXTENSIONS = ('.bmp', '.dib', '.gif', '.jfif', '.jpe', '.jpeg', '.jpg',
@@ -471,18 +472,15 @@ def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
   directory = os.path.dirname(path)
   os.makedirs(directory, exist_ok=True)
   _remove_stale_temp_files(directory)
+  # A name of its own: concurrent builds of the same cache write side by side.
   fd, temp_path = tempfile.mkstemp(
       dir=directory, prefix=_TEMP_PREFIX, suffix='.npz')
-  try:
+  with files.atomic_path(path, temp_path):
     with os.fdopen(fd, 'wb') as f:
       np.savez(f, **arrays)
       f.flush()
       os.fsync(f.fileno())
     os.chmod(temp_path, 0o644)  # mkstemp makes it private to the builder.
-    os.replace(temp_path, path)
-  finally:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
   logging.info('Cached %d training and %d validation images of %d classes in '
                '%s.', len(arrays['train_labels']),
                len(arrays['validation_labels']), len(arrays['class_names']),

@@ -119,24 +119,25 @@ def _generated_splits(config: ml_collections.ConfigDict,
     builder.download_and_prepare()
     missing = _missing_splits(builder, ('train', 'validation'))
     if missing:  # TFDS reuses a folder that lost its dataset_info.json.
-      raise _Unreadable(f'its dataset_info.json lists no {missing} split')
+      raise _UnreadableDataset(
+          f'its dataset_info.json lists no {missing} split')
     return read(_tfds_splits(builder, 'train', 'validation'))
 
   return _built_once(folder, build_and_read)
 
 
-class _Unreadable(Exception):
+class _UnreadableDataset(Exception):
   """A dataset's files cannot be read; the message says what failed."""
 
 
 def _read(read: Callable[[], _T]) -> _T:
-  """Returns `read()`, raising _Unreadable where TFDS files fail to read."""
+  """`read()`, raising _UnreadableDataset where TFDS files fail to read."""
   try:
     return read()
   except errors.InputError:
     raise
   except _UNREADABLE as e:
-    raise _Unreadable(_detail(e)) from e
+    raise _UnreadableDataset(_detail(e)) from e
 
 
 def _detail(e: Exception) -> str:
@@ -157,13 +158,13 @@ def _built_once(folder: str, build_and_read: Callable[[], _T]) -> _T:
   with _lock(folder + '.lock'):
     try:
       return _read(build_and_read)
-    except _Unreadable as e:
+    except _UnreadableDataset as e:
       logging.warning('Deleting and rebuilding the unreadable generated '
                       'dataset %s (%s).', folder, e)
     _delete(folder)
     try:
       return _read(build_and_read)
-    except _Unreadable as e:
+    except _UnreadableDataset as e:
       raise errors.InputError(
           f'the generated dataset {folder} cannot be read even when built '
           f'anew ({e}); check the disk, or set data_dir elsewhere') from e
@@ -203,7 +204,7 @@ def _catalog_splits(config: ml_collections.ConfigDict,
   _check_classification(config.dataset, builder, ('train', validation))
   try:
     return _read(lambda: read(_tfds_splits(builder, 'train', validation)))
-  except _Unreadable as e:
+  except _UnreadableDataset as e:
     raise errors.InputError(
         _damaged(config.dataset, builder.data_dir, str(e))) from e
 

@@ -22,7 +22,6 @@ Bad settings are one error line, exit 2, before any data is read.
 """
 
 import os
-import sys
 from typing import Any
 
 from absl import app
@@ -34,6 +33,7 @@ from lettercnn import config_checks
 from lettercnn import config_loading
 from lettercnn import cpu_devices
 from lettercnn import errors
+from lettercnn import formats
 from lettercnn.run import workdir as workdir_guard
 
 FLAGS = flags.FLAGS
@@ -45,7 +45,8 @@ config_loading.define_config_flag()
 
 
 def _format_rate(rate: float | None) -> str:
-  return 'none' if rate is None else f'{rate:.2g}'
+  """`formats.rate` to 2 significant digits; 'none' where there is none."""
+  return formats.rate(rate, missing='none', digits=2)
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -91,7 +92,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}',
+                         exitcode=errors.BAD_INPUT)
   config: ml_collections.ConfigDict = FLAGS.config
   workdir = _WORKDIR.value or config_loading.default_workdir(
       config_flags.get_config_filename(FLAGS['config']),
@@ -105,9 +107,7 @@ def main(argv: list[str]) -> None:
       from lettercnn.lr_find import run as lr_find_run
       result = lr_find_run.run(config, workdir, num_devices)
   except errors.InputError as e:
-    print(f'lr_find: error: {e}', file=sys.stderr, flush=True)
-    sys.exit(2 if not isinstance(e, workdir_guard.Busy)
-             else workdir_guard.BUSY_EXIT_CODE)
+    errors.fail('lr_find', e)
   print('\n'.join(summary_lines(result)))
   print(f'{workdir}: {lr_find_run.RESULT_FILE}, {lr_find_run.PLOT_FILE} '
         f'({result["timings_s"]["total"]:.1f} s)')

@@ -22,10 +22,12 @@ import ml_collections
 import numpy as np
 
 from lettercnn.data import input_pipeline
+from lettercnn import files
 from lettercnn.lr_find import range_test as lr_range
 from lettercnn.models import networks as models
 from lettercnn.optim import optimizers
 from lettercnn.optim import sharpness
+from lettercnn.run import events
 from lettercnn import train
 
 RESULT_FILE = lr_range.RESULT_FILE
@@ -157,7 +159,7 @@ def _write_events(workdir: str, result: dict[str, Any]) -> None:
   A rerun recomputes the same curve (it is a function of the config), so
   the events of an earlier test in `workdir` are removed, not kept twice.
   """
-  for path in glob.glob(os.path.join(workdir, 'events.out.tfevents.*')):
+  for path in glob.glob(os.path.join(workdir, events.EVENT_FILE_PATTERN)):
     os.remove(path)
   curve = result['seeds'][0]
   num_points = len(curve['rates'])
@@ -262,9 +264,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       'config': config.to_dict(),
   }
   path = os.path.join(workdir, RESULT_FILE)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(result, f, indent=1, default=str)
-  os.replace(path + '.tmp', path)
+  files.atomic_write_text(path, json.dumps(result, indent=1, default=str))
   _plot(result, os.path.join(workdir, PLOT_FILE))
   _write_events(workdir, result)
   return result

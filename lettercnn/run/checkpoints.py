@@ -148,7 +148,7 @@ def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
           create=True, cleanup_tmp_directories=True))
 
 
-class _Unreadable(Exception):
+class _UnreadableCheckpoint(Exception):
   """A checkpoint's files fail to read or to verify; the message says how."""
 
 
@@ -157,17 +157,18 @@ def _read_verified(manager: ocp.CheckpointManager,
   """(arrays, meta) of the checkpoint at `step`, its arrays verified.
 
   Raises:
-    _Unreadable: a file does not read, or the arrays fail their SHA-256.
+    _UnreadableCheckpoint: a file does not read, or the arrays fail their
+      SHA-256.
   """
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
         arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
   except Exception as e:  # pylint: disable=broad-except
     # A missing or unreadable file; orbax and tensorstore raise many types.
-    raise _Unreadable(f'{type(e).__name__}: {str(e)[:200]}') from e
+    raise _UnreadableCheckpoint(f'{type(e).__name__}: {str(e)[:200]}') from e
   meta = dict(restored['meta'])
   if meta.pop('arrays_sha256', None) != array_digest(restored['arrays']):
-    raise _Unreadable('its arrays do not match their SHA-256')
+    raise _UnreadableCheckpoint('its arrays do not match their SHA-256')
   return restored['arrays'], meta
 
 
@@ -281,7 +282,7 @@ class Checkpointer:
     for step in self.steps():
       try:
         arrays, meta = _read_verified(self._manager, step)
-      except _Unreadable as e:
+      except _UnreadableCheckpoint as e:
         self._set_aside(step, str(e))
         continue
       difference = first_difference(arrays, expected)
@@ -381,7 +382,7 @@ class CheckpointReader:
       if step in manager.all_steps():
         try:
           arrays, meta = _read_verified(manager, step)
-        except _Unreadable as e:
+        except _UnreadableCheckpoint as e:
           raise CorruptCheckpoint(
               f'the checkpoint at step {step} in {directory} is corrupt '
               f'({e})') from e

@@ -4,6 +4,10 @@ A run killed after its last checkpoint has already logged scalars for steps it
 will train again; dropping them keeps every step in TensorBoard exactly once.
 A run that restores no checkpoint starts again at step 0 and moves the events
 already there aside, so nothing is deleted that no checkpoint backs.
+
+EVENT_FILE_PATTERN names every event file, for every module that looks for
+them; TensorFlow is imported only where records are read or written, so that
+importing this module stays quick.
 """
 
 import glob
@@ -11,14 +15,16 @@ import os
 from typing import Any
 
 from absl import logging
-import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
 
+from lettercnn import files
+
 
 def _read_records(path: str) -> list[bytes]:
   """The file's complete records; a record cut short by a kill is dropped."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   records = []
   try:
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
@@ -56,11 +62,12 @@ def drop_events_after(logdir: str, step: int) -> None:
     if len(kept) == len(records) and os.path.getsize(path) == sum(
         len(r) + 16 for r in records):
       continue
-    tmp_path = os.path.join(logdir, '.trimmed_events.tmp')
-    with tf.io.TFRecordWriter(tmp_path) as writer:
-      for record in kept:
-        writer.write(record)
-    os.replace(tmp_path, path)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with files.atomic_path(
+        path, os.path.join(logdir, '.trimmed_events.tmp')) as temp_path:
+      with tf.io.TFRecordWriter(temp_path) as writer:
+        for record in kept:
+          writer.write(record)
     logging.info('Dropped %d events after step %d from %s.',
                  len(records) - len(kept), step, path)
 

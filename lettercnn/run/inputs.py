@@ -23,6 +23,7 @@ import numpy as np
 
 from lettercnn.run import checkpoints as checkpointing
 from lettercnn import errors
+from lettercnn import files
 
 MEAN_FILE = 'input_mean.npy'
 # Where a run's images come from: a folder of image files, imported by
@@ -61,11 +62,9 @@ def record(workdir: str, config: ml_collections.ConfigDict,
 
 
 def _write_atomically(path: str, array: np.ndarray) -> None:
-  tmp_path = path + '.tmp'
   try:
-    with open(tmp_path, 'wb') as f:
+    with files.atomic_path(path) as temp_path, open(temp_path, 'wb') as f:
       np.save(f, array, allow_pickle=False)
-    os.replace(tmp_path, path)
   except OSError as e:
     raise errors.InputError(
         f'could not write {path} ({e.strerror or e})') from e

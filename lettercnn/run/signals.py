@@ -11,6 +11,7 @@ from absl import logging
 import jax
 
 from lettercnn import distributed
+from lettercnn import errors
 
 
 class Preempted(Exception):
@@ -19,7 +20,7 @@ class Preempted(Exception):
   def __init__(self, signum: int, step: int):
     super().__init__(
         f'stopped by signal {signum} at step {step}; checkpoint saved')
-    self.exit_code = 128 + signum
+    self.exit_code = errors.stopped_by(signum)
 
 
 class StopSignals:

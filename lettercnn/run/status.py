@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from lettercnn import errors
+from lettercnn import files
 
 STATUS_FILE = 'status.json'
 RUNNING = 'running'
@@ -24,11 +25,8 @@ class UnreadableStatus(errors.InputError):
 def write(workdir: str, status: dict[str, Any]) -> None:
   """Atomically replaces WORKDIR/status.json, so readers never see half a file."""
   path = os.path.join(workdir, STATUS_FILE)
-  tmp_path = path + '.tmp'
   try:
-    with open(tmp_path, 'w') as f:
-      json.dump(status, f, indent=2, sort_keys=True)
-    os.replace(tmp_path, path)
+    files.atomic_write_text(path, json.dumps(status, indent=2, sort_keys=True))
   except OSError as e:
     raise errors.InputError(
         f'could not write {path} ({e.strerror or e}); the previous one, if '

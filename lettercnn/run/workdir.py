@@ -23,13 +23,14 @@ from absl import logging
 import ml_collections
 
 from lettercnn import errors
+from lettercnn.run import events
 from lettercnn.run import file_lock
 from lettercnn.run import status as run_status
 
 LOCK_FILE = '.lock'
 # `lettercnn.main`'s exit status when another process holds the workdir
 # (EX_TEMPFAIL): the sweep reports such a run as busy, not failed.
-BUSY_EXIT_CODE = 75
+BUSY_EXIT_CODE = errors.BUSY
 
 
 class Busy(errors.InputError):
@@ -132,7 +133,7 @@ def _status_from_checkpoints(workdir: str) -> dict[str, Any] | None:
 
 
 def _has_events(workdir: str) -> bool:
-  return bool(glob.glob(os.path.join(workdir, 'events.out.tfevents.*')))
+  return bool(glob.glob(os.path.join(workdir, events.EVENT_FILE_PATTERN)))
 
 
 def existing_run(config: ml_collections.ConfigDict, workdir: str,

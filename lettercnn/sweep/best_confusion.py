@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from absl import logging
 
 from lettercnn import confusion
+from lettercnn import formats
 from lettercnn.sweep import runs as report_runs
 from lettercnn.sweep import points as sweep_points
 
@@ -51,11 +52,11 @@ def section(points: Sequence[sweep_points.Point],
                            out_dir / PLOT)
   pairs = confusion.most_confused(counts, names, _PAIRS)
   per_class = ', '.join(
-      f'{m.name} {"-" if m.accuracy is None else f"{100 * m.accuracy:.1f}%"}'
+      f'{m.name} {formats.percent(m.accuracy)}'
       for m in confusion.per_class(counts, names))
   accuracy = confusion.accuracy(counts)
   heading = (f'{run.name}, its final parameters (step {step}) on the '
-             f'validation split, accuracy {100 * (accuracy or 0):.1f}%')
+             f'validation split, accuracy {formats.percent(accuracy or 0)}')
   markdown = ['## The best run\'s confusions', '', f'{heading}.', '',
               *confusion.pairs_table(pairs), '',
               f'Per-class accuracy: {per_class}.', '',

@@ -25,7 +25,6 @@ import difflib
 import itertools
 import os
 import re
-import sys
 from typing import NamedTuple, Sequence
 
 from absl import app
@@ -194,11 +193,10 @@ def main(argv: list[str]) -> None:
     points = sweep_points(argv[1:], _GRID.value, _SEEDS.value,
                           _OVERRIDES.value)
   except errors.InputError as e:
-    print(f'sweep: error: {e}', file=sys.stderr)
-    sys.exit(2)
+    errors.fail('sweep', e)
   for point in points:
     print('\t'.join([point.name, point.config_path, *point.overrides]))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=config_loading.flags_parser('sweep'))

@@ -65,11 +65,11 @@ def write_experiment(sweep_dir: pathlib.Path,
   metrics = [summary_v2.Metric(tag, display_name=name)
              for tag, name in METRICS]
   summary = summary_v2.hparams_config_pb(hparams, metrics)
-  for old in sweep_dir.glob(f'events.out.tfevents.*{FILE_SUFFIX}'):
+  for old in sweep_dir.glob(events.EVENT_FILE_PATTERN + FILE_SUFFIX):
     old.unlink()
   writer = event_file_writer.EventFileWriter(str(sweep_dir),
                                              filename_suffix=FILE_SUFFIX)
   writer.add_event(event_pb2.Event(wall_time=time.time(), summary=summary))
   writer.close()
-  (path,) = sweep_dir.glob(f'events.out.tfevents.*{FILE_SUFFIX}')
+  (path,) = sweep_dir.glob(events.EVENT_FILE_PATTERN + FILE_SUFFIX)
   return path

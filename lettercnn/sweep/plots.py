@@ -1,7 +1,6 @@
 """The sweep's two point plots: accuracy against rate with error bars, and the
 learning rate x batch size heatmap of mean best validation accuracy."""
 
-import math
 import pathlib
 from collections.abc import Sequence
 
@@ -10,17 +9,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 import numpy as np
 
+from lettercnn import formats
 from lettercnn.sweep import points as sweep_points
 
 
 def format_lr(learning_rate: float | None) -> str:
-  """Compact scientific notation as in the config names: 0.0001 -> '1e-4'."""
-  if learning_rate is None:
-    return '?'
-  if learning_rate <= 0 or not math.isfinite(learning_rate):
-    return f'{learning_rate:g}'
-  mantissa, exponent = f'{learning_rate:.3e}'.split('e')
-  return f'{float(mantissa):g}e{int(exponent)}'
+  """A run's rate as the sweep's plots and tables label it: `formats.rate`,
+  '?' when unknown (0.0001 -> '1e-4')."""
+  return formats.rate(learning_rate, missing='?')
 
 
 def series_label(batch_size: int | None,

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
+from lettercnn import formats
 from lettercnn.lr_find import range_test as lr_range
 from lettercnn.sweep import runs as report_runs
 from lettercnn.sweep import points as sweep_points
@@ -34,7 +35,8 @@ def load(sweep_dir: pathlib.Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _rate(rate: float | None) -> str:
-  return '-' if rate is None else f'{rate:.2g}'
+  """`formats.rate` to 2 significant digits, as lr_find prints rates."""
+  return formats.rate(rate, digits=2)
 
 
 def _test_line(name: str, found: dict[str, Any]) -> str:

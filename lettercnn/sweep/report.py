@@ -39,6 +39,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 import numpy as np
 
+from lettercnn import formats
 from lettercnn.sweep import hparams as hparams_summary
 from lettercnn.sweep import best_confusion as report_confusion
 from lettercnn.sweep import range_tests as report_lr_find
@@ -47,7 +48,7 @@ from lettercnn.run import status as run_status
 from lettercnn.sweep import plots as sweep_plots
 from lettercnn.sweep import points as sweep_points
 from lettercnn.sweep import tables as sweep_tables
-from lettercnn.errors import InputError
+from lettercnn import errors
 
 CSV_COLUMNS = ('run', 'learning_rate', 'status', 'final_train_loss',
                'final_train_accuracy', 'final_val_loss', 'final_val_accuracy',
@@ -80,10 +81,6 @@ def write_csv(runs: Sequence[report_runs.RunSummary], path: pathlib.Path) -> Non
           run.epochs_run, run.num_epochs)])
 
 
-def _percent(value: float | None) -> str:
-  return '-' if value is None else f'{100 * value:.1f}%'
-
-
 def _number(value: float | None) -> str:
   return '-' if value is None else f'{value:.4g}'
 
@@ -106,14 +103,15 @@ def markdown_table(runs: Sequence[report_runs.RunSummary]) -> str:
       '|---|---:|---|---:|---:|---:|---:|---:|',
   ]
   for run in runs:
-    best = _percent(run.best_val_accuracy)
+    best = formats.percent(run.best_val_accuracy)
     if run.best_val_accuracy is not None and run.best_val_epoch is not None:
       best += f' ({run.best_val_epoch:g})'
     lines.append(
         f'| {run.name} | {sweep_plots.format_lr(run.learning_rate)} | {run.status} '
         f'| {_number(run.final_train_loss)} '
-        f'| {_percent(run.final_train_accuracy)} '
-        f'| {_percent(run.final_val_accuracy)} | {best} | {_epochs(run)} |')
+        f'| {formats.percent(run.final_train_accuracy)} '
+        f'| {formats.percent(run.final_val_accuracy)} | {best} '
+        f'| {_epochs(run)} |')
   return '\n'.join(lines)
 
 
@@ -131,7 +129,7 @@ def markdown_report(runs: Sequence[report_runs.RunSummary],
               'partial and the verdict may change.']
   num_classes = _num_classes(runs)
   if num_classes:
-    parts += ['', f'Chance level: {_percent(1 / num_classes)} '
+    parts += ['', f'Chance level: {formats.percent(1 / num_classes)} '
               f'({num_classes} classes).']
   parts += [
       '', '## Points', '',
@@ -244,7 +242,7 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   """Writes all report files into `sweep_dir`; returns what main prints.
 
   Raises:
-    InputError: see `report_runs.load_sweep`.
+    errors.InputError: see `report_runs.load_sweep`.
   """
   runs = report_runs.load_sweep(sweep_dir)
   points = sweep_points.group_points(runs)
@@ -281,11 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = list(sys.argv[1:] if argv is None else argv)
   if len(args) != 1 or args[0].startswith('-'):
     print('Usage: python -m lettercnn.report SWEEP_DIR', file=sys.stderr)
-    return 2
+    return errors.BAD_INPUT
   try:
     print(write_report(pathlib.Path(args[0])))
-  except InputError as e:
+  except errors.InputError as e:
     print(f'report: {e}', file=sys.stderr)
-    return 1
-  return 0
+    return errors.exit_code(e)
+  return errors.DONE
 

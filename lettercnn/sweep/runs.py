@@ -14,10 +14,10 @@ from typing import Any
 from absl import logging
 import numpy as np
 
+from lettercnn.run import events as tb_events
 from lettercnn.run import status as run_status
 from lettercnn.errors import InputError
 
-EVENT_FILE_PATTERN = 'events.out.tfevents.*'
 # Status of a run that has event files but no status.json yet.
 UNKNOWN_STATUS = 'unknown'
 # Scalars the report reads; a directory with none of them is not a run.
@@ -106,16 +106,14 @@ def read_status(run_dir: pathlib.Path) -> dict[str, object] | None:
     return None
 
 
-def read_scalars(run_dir: pathlib.Path) -> Scalars:
-  """Reads the run's TensorBoard scalars as {tag: (steps, values)}.
+def _report_scalars(run_dir: pathlib.Path) -> Scalars:
+  """The run's scalars of TAGS (`tb_events.read_scalars`) as arrays.
 
-  When a resumed run logged a step twice, the later value wins. Steps are
-  sorted; values keep non-finite entries.
+  {tag: (steps, values)}. When a resumed run logged a step twice, the later
+  value wins. Steps are sorted; values keep non-finite entries.
   """
-  if not any(run_dir.glob(EVENT_FILE_PATTERN)):
+  if not any(run_dir.glob(tb_events.EVENT_FILE_PATTERN)):
     return {}
-  # Imported here: TensorBoard's reader pulls in TensorFlow, which is slow.
-  from lettercnn.run import events as tb_events  # pylint: disable=g-import-not-at-top
   scalars = {}
   for tag, events in tb_events.read_scalars(str(run_dir)).items():
     if tag in TAGS:
@@ -191,7 +189,7 @@ def load_run(run_dir: pathlib.Path) -> RunSummary | None:
   lacks (no status.json yet, or "final" values still null).
   """
   status_or_none = read_status(run_dir)
-  scalars = read_scalars(run_dir)
+  scalars = _report_scalars(run_dir)
   if status_or_none is None and not scalars:
     return None
   status = status_or_none or {}

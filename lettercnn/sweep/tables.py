@@ -4,6 +4,7 @@ import csv
 import pathlib
 from collections.abc import Sequence
 
+from lettercnn import formats
 from lettercnn.sweep import plots as sweep_plots
 from lettercnn.sweep import points as sweep_points
 
@@ -19,7 +20,7 @@ def _mean_std(stats: sweep_points.Stats | None) -> str:
   if stats is None:
     return '-'
   if stats.count == 1:
-    return f'{100 * stats.mean:.1f}%'
+    return formats.percent(stats.mean)
   return f'{100 * stats.mean:.1f} ± {100 * stats.std:.1f}%'
 
 
@@ -62,7 +63,7 @@ def _describe(point: sweep_points.Point) -> str:
   spread = '' if stats.count == 1 else (
       f' ± {100 * stats.std:.1f}, range {_range(stats)}')
   return (f'{point.name} (mean best validation accuracy '
-          f'{100 * stats.mean:.1f}%{spread}, {runs})')
+          f'{formats.percent(stats.mean)}{spread}, {runs})')
 
 
 def verdict_lines(points: Sequence[sweep_points.Point]) -> list[str]:
@@ -97,10 +98,6 @@ def verdict_lines(points: Sequence[sweep_points.Point]) -> list[str]:
   return lines
 
 
-def _rate(learning_rate: float | None) -> str:
-  return '-' if learning_rate is None else sweep_plots.format_lr(learning_rate)
-
-
 def batch_size_table(points: Sequence[sweep_points.Point]) -> str:
   """Per batch size: the best rate and the edges of the rates that work."""
   verdicts = sweep_points.by_batch_size(points)
@@ -112,13 +109,13 @@ def batch_size_table(points: Sequence[sweep_points.Point]) -> str:
   for verdict in verdicts:
     best = '-' if verdict.best is None else (
         f'{sweep_plots.format_lr(verdict.best.learning_rate)} '
-        f'({100 * verdict.best.best_val_accuracy.mean:.1f}%)')
+        f'({formats.percent(verdict.best.best_val_accuracy.mean)})')
     settings = ', '.join(f'{f}={v}' for f, v in verdict.settings)
     lines.append(
         f'| {"-" if verdict.batch_size is None else verdict.batch_size} |'
         + (f' {settings} |' if with_settings else '')
-        + f' {best} | {_rate(verdict.largest_converged)} '
-        f'| {_rate(verdict.smallest_diverged)} |')
+        + f' {best} | {formats.rate(verdict.largest_converged)} '
+        f'| {formats.rate(verdict.smallest_diverged)} |')
   return '\n'.join(lines)
 
 
