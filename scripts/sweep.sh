@@ -13,7 +13,8 @@
 # arguments mean what they mean in the caller's directory.
 #
 # Environment:
-#   PYTHON   interpreter (default: python, i.e. the activated venv's).
+#   PYTHON   interpreter (default: the repository's .venv/bin/python if there
+#            is one, else python, i.e. the activated venv's).
 #   CONFIGS  space-separated config files to run instead of configs/lr_*.py,
 #            absolute or relative to the repository root, in the given order.
 #
@@ -23,9 +24,14 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if ! command -v "${PYTHON:-python}" >/dev/null; then
-  echo "sweep.sh: error: no Python interpreter '${PYTHON:-python}'; set PYTHON" >&2
+if [[ -z "${PYTHON:-}" ]]; then
+  PYTHON=python
+  [[ -x "${REPO_ROOT}/.venv/bin/python" ]] && PYTHON="${REPO_ROOT}/.venv/bin/python"
+fi
+if ! command -v "${PYTHON}" >/dev/null; then
+  echo "sweep.sh: error: no Python interpreter '${PYTHON}'; set PYTHON" >&2
   exit 2
 fi
+export PYTHON
 export PYTHONPATH="${REPO_ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
-exec "${PYTHON:-python}" -m lettercnn.sweep "$@"
+exec "${PYTHON}" -m lettercnn.sweep "$@"

@@ -18,8 +18,8 @@ prints the points, numbered from 0, and exits; --task I runs point I alone
 (scripts/sweep_slurm.sh runs one per SLURM array task).
 
 Each point trains into SWEEP_DIR/<name> by `$PYTHON -m lettercnn.main`
-(PYTHON defaults to `python`), its output appended to log.txt there, with the
-point's values and the --config.FIELD=VALUE overrides, which go to every
+(PYTHON defaults to this interpreter), its output appended to log.txt there,
+with the point's values and the --config.FIELD=VALUE overrides, which go to every
 point. Runs go one at a time, or N at once with -j N; with N > 1 each of the
 N slots gets its own share of the CPUs this process may use, so concurrent
 runs do not fight over cores. --no-pin, or fewer CPUs than N, leaves the runs
@@ -625,7 +625,7 @@ def _set_pythonpath() -> None:
 
 def main(argv: Sequence[str]) -> int:
   """`python -m lettercnn.sweep ARGS...`: the exit status."""
-  python = os.environ.get('PYTHON') or 'python'
+  python = os.environ.get('PYTHON') or sys.executable
   try:
     options = parse_args(argv)
     if options.help:
