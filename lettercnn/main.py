@@ -8,6 +8,7 @@ command and they train one model together (`lettercnn.distributed`).
 """
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -75,6 +76,13 @@ def main(argv: list[str]) -> None:
       status = _train(FLAGS.config, workdir)
   except errors.InputError as e:
     _fail(e)
+  except KeyboardInterrupt:
+    # SIGINT outside the training steps (which turn it into a checkpoint):
+    # during start-up or the final evaluation. What is on disk stands.
+    logging.warning('stopped by signal %d before training or after its last '
+                    'step; rerun the same command to resume from the latest '
+                    'checkpoint', signal.SIGINT)
+    sys.exit(errors.stopped_by(signal.SIGINT))
   distributed.say(f'{workdir}: {run_status.describe(status)}')
 
 

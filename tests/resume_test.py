@@ -347,3 +347,40 @@ def test_intact_checkpoint_of_other_shapes_is_refused_and_kept(
 
   assert checkpointer.steps() == [5]
   assert not os.path.exists(tmp_path / 'corrupt_checkpoints')
+
+
+# SIGINT outside the training steps, where Python raises KeyboardInterrupt.
+_SIGINT_AT_START_UP = """
+    import os, signal
+    from lettercnn import train
+    def init(self, *args, **kwargs):
+      os.kill(os.getpid(), signal.SIGINT)
+      real(self, *args, **kwargs)
+    real = train.ChunkedTrainStep.__init__
+    train.ChunkedTrainStep.__init__ = init
+    """
+_SIGINT_IN_THE_FINAL_EVALUATION = """
+    import os, signal
+    from lettercnn import train
+    def confusion(*args, **kwargs):
+      os.kill(os.getpid(), signal.SIGINT)
+      return real(*args, **kwargs)
+    real = train.val_confusion
+    train.val_confusion = confusion
+    """
+
+
+@pytest.mark.parametrize('fault', [_SIGINT_AT_START_UP,
+                                   _SIGINT_IN_THE_FINAL_EVALUATION])
+def test_sigint_outside_the_steps_is_one_line_and_resumes(
+    uninterrupted_run, tmp_path, data_dir, fault):
+  workdir = str(tmp_path)
+  exit_code, _, stderr = run_main(workdir, data_dir, fault)
+
+  assert exit_code == 128 + signal.SIGINT, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  assert len([l for l in stderr.splitlines()
+              if 'stopped by signal 2' in l]) == 1, stderr[-3000:]
+  assert read_status(workdir)['status'] == 'running'
+  finish(workdir, data_dir)
+  _assert_same_run(uninterrupted_run, workdir)
