@@ -50,7 +50,6 @@ import orbax.checkpoint as ocp
 
 from lettercnn import distributed
 from lettercnn import errors
-import logging as python_logging
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_DIR = 'best_checkpoint'
@@ -418,21 +417,3 @@ class CheckpointReader:
   def close(self) -> None:
     for manager in self._folders.values():
       manager.close()
-
-
-# A warning orbax logs for every read-only CheckpointManager, which is what
-# `checkpointing.CheckpointReader` asks for.
-_READ_ONLY_NOTICE = 'Given directory is read only'
-
-
-def _keep(record: python_logging.LogRecord) -> bool:
-  if os.sep + 'orbax' + os.sep not in record.pathname:
-    return True
-  return (record.levelno >= python_logging.WARNING
-          and not str(record.msg).startswith(_READ_ONLY_NOTICE))
-
-
-def quiet_orbax() -> None:
-  """Drops orbax's INFO lines (a dozen per save or restore) and its notice of
-  read-only managers; keeps its other warnings."""
-  logging.get_absl_handler().addFilter(_keep)
