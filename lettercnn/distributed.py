@@ -21,6 +21,7 @@ heartbeats, and the coordination service aborts the others within
 """
 
 import json
+import logging as python_logging
 import os
 import sys
 from typing import Any, Callable, TypeVar
@@ -66,6 +67,33 @@ def initialize(coordinator_address: str | None, num_processes: int | None,
   if not is_primary():
     # Progress and results are process 0's to print; warnings still show.
     logging.set_verbosity(logging.WARNING)
+
+
+# The package's own folder: its modules' log lines are the console's.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# clu's progress line (`periodic_actions.ReportProgress` logs it there).
+_PROGRESS_LOGGER = os.path.join('clu', 'platform', 'local.py')
+# A warning orbax logs for every read-only CheckpointManager, which is what
+# `checkpoints.CheckpointReader` asks for.
+_READ_ONLY_NOTICE = 'Given directory is read only'
+
+
+def _on_console(record: python_logging.LogRecord) -> bool:
+  if record.pathname.startswith(_PACKAGE_DIR):
+    return True
+  if record.levelno < python_logging.WARNING:
+    return record.pathname.endswith(_PROGRESS_LOGGER)
+  return not str(record.msg).startswith(_READ_ONLY_NOTICE)
+
+
+def quiet_libraries() -> None:
+  """Keeps the log to what a person watches: lettercnn's own lines, clu's
+  progress line, and the libraries' warnings and errors (less orbax's notice
+  of read-only checkpoint managers). absl's --verbosity=1 (-v 1) keeps
+  everything.
+  """
+  if not logging.vlog_is_on(1):
+    logging.get_absl_handler().addFilter(_on_console)
 
 
 def is_primary() -> bool:

@@ -8,6 +8,7 @@ command and they train one model together (`lettercnn.distributed`).
 """
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -56,6 +57,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}',
                          exitcode=errors.BAD_INPUT)
+  distributed.quiet_libraries()
   workdir = _WORKDIR.value or config_loading.default_workdir(
       config_flags.get_config_filename(FLAGS['config']))
   try:
@@ -75,6 +77,13 @@ def main(argv: list[str]) -> None:
       status = _train(FLAGS.config, workdir)
   except errors.InputError as e:
     _fail(e)
+  except KeyboardInterrupt:
+    # SIGINT outside the training steps (which turn it into a checkpoint):
+    # during start-up or the final evaluation. What is on disk stands.
+    logging.warning('stopped by signal %d before training or after its last '
+                    'step; rerun the same command to resume from the latest '
+                    'checkpoint', signal.SIGINT)
+    sys.exit(errors.stopped_by(signal.SIGINT))
   distributed.say(f'{workdir}: {run_status.describe(status)}')
 
 
@@ -84,13 +93,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from lettercnn import train
-  from lettercnn.run import checkpoints as checkpointing
   from lettercnn.run import signals
   # pylint: enable=g-import-not-at-top
   # JAX owns the accelerators; TensorFlow only feeds data on the CPU.
   tf.config.experimental.set_visible_devices([], 'GPU')
   tfds.disable_progress_bar()
-  checkpointing.quiet_orbax()
   try:
     return train.train_and_evaluate(config, workdir)
   except signals.Preempted as e:

@@ -397,6 +397,12 @@ def _final_status(final: dict[str, Any], config: ml_collections.ConfigDict,
   return run_status.CONVERGED
 
 
+def _is_new_best(best: dict[str, Any] | None, val_accuracy: float) -> bool:
+  """Whether `val_accuracy` beats the run's best so far: the first epoch to
+  reach the highest accuracy stays the best."""
+  return best is None or val_accuracy > best['val_accuracy']
+
+
 def _set_up(config: ml_collections.ConfigDict, devices: list[jax.Device]):
   """Builds the data, schedule and model, and the initial training state.
 
@@ -616,8 +622,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         # from an earlier checkpoint and trains this epoch again, to the
         # same state, and never names a best checkpoint that was not saved.
         # The first epoch to reach the highest accuracy is the best.
-        best = status['best']
-        if best is None or val['accuracy'] > best['val_accuracy']:
+        if _is_new_best(status['best'], val['accuracy']):
           status['best'] = {'val_accuracy': val['accuracy'],
                             'epoch': epoch + 1, 'step': step}
           checkpointer.save_best(_snapshot(step, status, state, metrics))
@@ -633,9 +638,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       status['val_confusion'] = val_confusion(
           distributed.unreplicate(state.params), model.apply, pipeline,
           config.eval_batch_size, step, writer)
+    # The status that marks the run finished is written last, once the
+    # events it vouches for are on disk: a finished run is never rerun.
+    writer.close()
     status['wall_time_s'] = time.monotonic() - started
     run_status.save(workdir, status)
-    writer.close()
   finally:
     checkpointer.close()
   logging.info('Run %s in %.0f s.', run_status.describe(status),

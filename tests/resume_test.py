@@ -190,6 +190,32 @@ def test_checksum_catches_silently_changed_arrays(tmp_path, monkeypatch):
   assert os.path.isdir(tmp_path / 'corrupt_checkpoints' / '5')
 
 
+def test_checksum_catches_a_changed_value_in_the_metadata(tmp_path):
+  """One bit of the best accuracy flipped on disk (0.404 -> 0.504)."""
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  for step in (10, 20):
+    checkpointer.save(checkpointing.Snapshot(
+        step=step, arrays={'w': np.full(3, step, np.float32)},
+        meta={'step': step, 'best': {'val_accuracy': 0.404, 'epoch': 1}}))
+  changed = 0
+  for path in (tmp_path / 'checkpoints' / '20' / 'meta').rglob('*'):
+    if path.is_file() and b'0.404' in path.read_bytes():
+      path.write_bytes(path.read_bytes().replace(b'0.404', b'0.504'))
+      changed += 1
+  assert changed == 1
+
+  reader = checkpointing.CheckpointReader(str(tmp_path))
+  assert reader.latest_meta().step == 10
+  reader.close()
+  snapshot = checkpointing.Checkpointer(str(tmp_path)).restore_latest(
+      {'w': np.zeros(3, np.float32)})
+
+  assert snapshot.step == 10
+  assert snapshot.meta == {'step': 10,
+                           'best': {'val_accuracy': 0.404, 'epoch': 1}}
+  assert os.path.isdir(tmp_path / 'corrupt_checkpoints' / '20')
+
+
 def test_saving_a_step_twice_keeps_the_first_checkpoint(tmp_path):
   """A stop signal right after a scheduled save asks for the same step again."""
   checkpointer = checkpointing.Checkpointer(str(tmp_path))
@@ -321,3 +347,40 @@ def test_intact_checkpoint_of_other_shapes_is_refused_and_kept(
 
   assert checkpointer.steps() == [5]
   assert not os.path.exists(tmp_path / 'corrupt_checkpoints')
+
+
+# SIGINT outside the training steps, where Python raises KeyboardInterrupt.
+_SIGINT_AT_START_UP = """
+    import os, signal
+    from lettercnn import train
+    def init(self, *args, **kwargs):
+      os.kill(os.getpid(), signal.SIGINT)
+      real(self, *args, **kwargs)
+    real = train.ChunkedTrainStep.__init__
+    train.ChunkedTrainStep.__init__ = init
+    """
+_SIGINT_IN_THE_FINAL_EVALUATION = """
+    import os, signal
+    from lettercnn import train
+    def confusion(*args, **kwargs):
+      os.kill(os.getpid(), signal.SIGINT)
+      return real(*args, **kwargs)
+    real = train.val_confusion
+    train.val_confusion = confusion
+    """
+
+
+@pytest.mark.parametrize('fault', [_SIGINT_AT_START_UP,
+                                   _SIGINT_IN_THE_FINAL_EVALUATION])
+def test_sigint_outside_the_steps_is_one_line_and_resumes(
+    uninterrupted_run, tmp_path, data_dir, fault):
+  workdir = str(tmp_path)
+  exit_code, _, stderr = run_main(workdir, data_dir, fault)
+
+  assert exit_code == 128 + signal.SIGINT, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  assert len([l for l in stderr.splitlines()
+              if 'stopped by signal 2' in l]) == 1, stderr[-3000:]
+  assert read_status(workdir)['status'] == 'running'
+  finish(workdir, data_dir)
+  _assert_same_run(uninterrupted_run, workdir)

@@ -97,3 +97,50 @@ def test_training_lowering_depends_on_the_batch(per_device_batch, lowering):
   alexnet = models.create_model('alexnet', 10)
   assert train.training_model(alexnet, devices,
                                per_device_batch).lowering == 'xla'
+
+
+def test_the_finished_status_comes_after_the_confusion_image_is_on_disk(
+    tiny_config, tmp_path, monkeypatch):
+  """A kill right after the finished status.json must lose nothing."""
+  workdir = str(tmp_path)
+  seen = {}
+  real_save = run_status.save
+
+  def save(folder, status):
+    if status['status'] in run_status.FINISHED:
+      seen['images'] = tb_events.read_images(folder)
+    real_save(folder, status)
+
+  monkeypatch.setattr(run_status, 'save', save)
+  tiny_config.num_epochs = 1
+  tiny_config.batch_size = 2
+  status = train.train_and_evaluate(tiny_config, workdir)
+
+  assert status['status'] in run_status.FINISHED
+  assert [step for step, _ in seen['images']['val_confusion_matrix']] == [
+      status['step']]
+
+
+@pytest.mark.parametrize('loss, diverged', [
+    (5.0 * 2.0 * 0.999, False), (5.0 * 2.0 * 1.001, True),
+    (float('nan'), True), (float('inf'), True)])
+def test_a_finite_loss_above_the_factor_diverges(loss, diverged):
+  assert train._has_diverged(loss, 2.0, 5.0) is diverged  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('best, accuracy, new', [
+    (None, 0.1, True), ({'val_accuracy': 0.5}, 0.5, False),
+    ({'val_accuracy': 0.5}, 0.5001, True), ({'val_accuracy': 0.5}, 0.4, False)])
+def test_the_first_epoch_to_reach_the_best_accuracy_stays_best(
+    best, accuracy, new):
+  assert train._is_new_best(best, accuracy) is new  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('train_accuracy, status', [
+    (0.15, run_status.NOT_CONVERGED), (0.1501, run_status.CONVERGED),
+    (0.10, run_status.NOT_CONVERGED), (0.99, run_status.CONVERGED)])
+def test_converged_needs_more_than_the_margin_above_chance(
+    tiny_config, train_accuracy, status):
+  tiny_config.not_converged_margin_points = 5.0  # Chance is 10% of 10 classes.
+  assert train._final_status(  # pylint: disable=protected-access
+      {'train_accuracy': train_accuracy}, tiny_config, 10) == status

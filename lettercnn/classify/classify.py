@@ -29,8 +29,8 @@ import numpy as np
 
 from lettercnn.classify import inputs as classify_inputs
 from lettercnn.classify import report as classify_report
+from lettercnn import distributed
 from lettercnn import errors
-from lettercnn.run import checkpoints as checkpointing
 from lettercnn.classify import trained_model
 
 FLAGS = flags.FLAGS
@@ -186,7 +186,7 @@ def main(argv: list[str]) -> None:
   import tensorflow as tf
   # pylint: enable=g-import-not-at-top
   tf.config.experimental.set_visible_devices([], 'GPU')  # JAX's, not TF's.
-  checkpointing.quiet_orbax()
+  distributed.quiet_libraries()
   try:
     result, out_dir = classify(
         FLAGS.workdir, argv[1:], checkpoint=FLAGS.checkpoint,

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import io
 import os
 import re
 import shutil
@@ -116,7 +117,11 @@ def _generated_splits(config: ml_collections.ConfigDict,
     # building would not see that process's dataset info.
     builder = tombstone_letters.TombstoneLetters(config=builder_config,
                                                  data_dir=data_dir)
-    builder.download_and_prepare()
+    if not builder.is_prepared():
+      logging.info('Building the dataset into %s (once).', folder)
+    # TFDS prints its own notices of that to stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare()
     missing = _missing_splits(builder, ('train', 'validation'))
     if missing:  # TFDS reuses a folder that lost its dataset_info.json.
       raise _UnreadableDataset(

@@ -9,8 +9,9 @@ without a template that might cast it.
 
 Orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a kill during a save leaves no checkpoint that looks finished. A
-SHA-256 of the saved arrays, stored beside them, tells a checkpoint corrupted
-on disk afterwards. Restoring distinguishes three cases:
+SHA-256 of the saved arrays and one of the rest of its metadata, stored in
+the metadata, tell a checkpoint corrupted on disk afterwards: everything a
+resume or a classifier reads from it is verified. Restoring distinguishes three cases:
 
 * corrupt (a file does not read, or the arrays do not match their SHA-256):
   reported, moved aside to WORKDIR/corrupt_checkpoints/, and the previous one
@@ -35,6 +36,7 @@ workdir, for a classifier.
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 from typing import Any
@@ -48,7 +50,6 @@ import orbax.checkpoint as ocp
 
 from lettercnn import distributed
 from lettercnn import errors
-import logging as python_logging
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_DIR = 'best_checkpoint'
@@ -87,6 +88,33 @@ def array_digest(arrays: Any) -> str:
     digest.update(str((leaf.dtype, leaf.shape)).encode())
     digest.update(np.ascontiguousarray(leaf).tobytes())
   return digest.hexdigest()
+
+
+class _UnreadableCheckpoint(Exception):
+  """A checkpoint's files fail to read or to verify; the message says how."""
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+  """SHA-256 of `meta` as JSON reads it back (sorted keys, no digest field)."""
+  fields = {k: v for k, v in meta.items() if k != 'meta_sha256'}
+  text = json.dumps(json.loads(json.dumps(fields)), sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _verified_meta(saved: dict[str, Any]) -> dict[str, Any]:
+  """A checkpoint's metadata less its digests, if it matches its SHA-256.
+
+  Metadata saved without `meta_sha256` (by an older lettercnn) is taken as
+  it is; its arrays are still verified.
+
+  Raises:
+    _UnreadableCheckpoint: the metadata does not match its SHA-256.
+  """
+  meta = dict(saved)
+  digest = meta.pop('meta_sha256', None)
+  if digest is not None and digest != meta_digest(meta):
+    raise _UnreadableCheckpoint('its metadata does not match its SHA-256')
+  return meta
 
 
 def _as_saved(arrays: Any) -> Any:
@@ -148,10 +176,6 @@ def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
           create=True, cleanup_tmp_directories=True))
 
 
-class _UnreadableCheckpoint(Exception):
-  """A checkpoint's files fail to read or to verify; the message says how."""
-
-
 def _read_verified(manager: ocp.CheckpointManager,
                    step: int) -> tuple[Any, dict[str, Any]]:
   """(arrays, meta) of the checkpoint at `step`, its arrays verified.
@@ -166,7 +190,7 @@ def _read_verified(manager: ocp.CheckpointManager,
   except Exception as e:  # pylint: disable=broad-except
     # A missing or unreadable file; orbax and tensorstore raise many types.
     raise _UnreadableCheckpoint(f'{type(e).__name__}: {str(e)[:200]}') from e
-  meta = dict(restored['meta'])
+  meta = _verified_meta(restored['meta'])
   if meta.pop('arrays_sha256', None) != array_digest(restored['arrays']):
     raise _UnreadableCheckpoint('its arrays do not match their SHA-256')
   return restored['arrays'], meta
@@ -227,6 +251,7 @@ class Checkpointer:
     arrays = _as_saved(snapshot.arrays)
     self.check_space(snapshot.step, arrays, directory)
     meta = dict(snapshot.meta, arrays_sha256=array_digest(arrays))
+    meta['meta_sha256'] = meta_digest(meta)
     try:
       manager.save(snapshot.step, args=ocp.args.Composite(
           arrays=ocp.args.StandardSave(arrays),
@@ -357,9 +382,9 @@ class CheckpointReader:
       try:
         restored = self._latest.restore(
             step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        meta = _verified_meta(restored['meta'])
       except Exception:  # pylint: disable=broad-except
         continue  # Unreadable: the run's restore_latest sets it aside.
-      meta = dict(restored['meta'])
       meta.pop('arrays_sha256', None)
       return Snapshot(step=step, arrays=None, meta=meta)
     return None
@@ -392,21 +417,3 @@ class CheckpointReader:
   def close(self) -> None:
     for manager in self._folders.values():
       manager.close()
-
-
-# A warning orbax logs for every read-only CheckpointManager, which is what
-# `checkpointing.CheckpointReader` asks for.
-_READ_ONLY_NOTICE = 'Given directory is read only'
-
-
-def _keep(record: python_logging.LogRecord) -> bool:
-  if os.sep + 'orbax' + os.sep not in record.pathname:
-    return True
-  return (record.levelno >= python_logging.WARNING
-          and not str(record.msg).startswith(_READ_ONLY_NOTICE))
-
-
-def quiet_orbax() -> None:
-  """Drops orbax's INFO lines (a dozen per save or restore) and its notice of
-  read-only managers; keeps its other warnings."""
-  logging.get_absl_handler().addFilter(_keep)
