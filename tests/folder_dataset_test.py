@@ -515,3 +515,51 @@ def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch, caplog,
     np.testing.assert_array_equal(rebuilt['class_names'], ['a', 'b'])
   assert list(cached.parent.iterdir()) == [cached]
   assert _leftovers(data_dir) == []
+
+
+def _restore_times(path: pathlib.Path, stat: os.stat_result) -> None:
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_cache_is_keyed_on_content_not_names_sizes_or_times(
+    tmp_path, monkeypatch, caplog):
+  root = tmp_path / 'letters'
+  _write_letters(root, {'a': 2, 'b': 2})
+  data_dir = tmp_path / 'data'
+  folder_dataset.load_folder_splits(_config(root, data_dir))
+  caplog.set_level(logging.INFO)
+
+  # Unchanged content, touched times: the cache is used, nothing decoded.
+  for path in root.rglob('*.png'):
+    os.utime(path, (1, 1))
+
+  def fail(*unused_args):
+    raise AssertionError('decoded an image despite the cache')
+
+  with monkeypatch.context() as patch:
+    patch.setattr(folder_dataset, 'decode_image', fail)
+    folder_dataset.load_folder_splits(_config(root, data_dir))
+  assert 'Using cached folder dataset' in caplog.text
+
+  # Swap two same-size images of different classes and restore their times,
+  # as `cp -p`, `rsync -a` and tar do: the cache must not be used.
+  first, second = root / 'a' / '000.png', root / 'b' / '000.png'
+  stats = first.stat(), second.stat()
+  assert stats[0].st_size == stats[1].st_size
+  contents = first.read_bytes(), second.read_bytes()
+  assert contents[0] != contents[1]
+  first.write_bytes(contents[1])
+  second.write_bytes(contents[0])
+  _restore_times(first, stats[0])
+  _restore_times(second, stats[1])
+  caplog.clear()
+
+  swapped = folder_dataset.load_folder_splits(_config(root, data_dir))
+
+  assert 'Using cached folder dataset' not in caplog.text
+  assert 'Importing image folder' in caplog.text
+  values = _values_by_label(swapped.train)
+  for label, more in _values_by_label(swapped.validation).items():
+    values[label] |= more
+  assert values == {0: {3, 2}, 1: {1, 4}}
+  assert len(list((data_dir / folder_dataset.CACHE_SUBDIR).iterdir())) == 2

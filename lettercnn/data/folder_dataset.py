@@ -22,9 +22,9 @@ DIGITS' "squash" resize does. Conversions:
 
 The decoded splits are cached as one .npz file,
 `<data_dir>/lettercnn_folders/<folder name>-<key>.npz`, where the key hashes
-the folders' image files (paths, sizes, modification times) and the config
-fields that shape the result, so a second load decodes nothing and any change
-to the images or those fields builds a new file. All checking and decoding
+the folders' image files (their paths and the SHA-256 of their bytes) and the
+config fields that shape the result, so a second load decodes nothing and any
+change to the images' contents or those fields builds a new file. All checking and decoding
 happens before anything is written, and the file is written under a temporary
 name and renamed into place, so a failed or killed build never leaves a
 dataset that looks complete. An unreadable cache file (truncated, overwritten)
@@ -65,6 +65,8 @@ _TEMP_PREFIX = '.tmp-'
 # A temporary file untouched this long belongs to a killed build, not to a
 # concurrent one still writing (e.g. several learning rates started at once).
 _STALE_TEMP_SECONDS = 600
+# Files hashed per thread-pool task: enough to amortise the task's overhead.
+_HASH_BATCH = 64
 _INTEGER_GREY_MODES = ('I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
 _ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
 _GREY_MODES = ('1', 'L', 'LA', 'La', 'F') + _INTEGER_GREY_MODES
@@ -269,14 +271,40 @@ def _cache_path(config: ml_collections.ConfigDict, train: _Folder,
 
 
 def _fingerprint(folder: _Folder) -> list[object]:
-  """Identifies the folder's images without reading them."""
-  entries = []
-  for name, paths in folder.images.items():
-    for path in paths:
-      stat = os.stat(path)
-      entries.append([name, os.path.relpath(path, folder.root), stat.st_size,
-                      stat.st_mtime_ns])
+  """Identifies the folder's images by their paths and contents.
+
+  Contents, not sizes and modification times: copies that keep times (`cp -p`,
+  `rsync -a`, tar) can change an image without changing either. Batches of
+  files are hashed in threads, so a cold or network disk is read in parallel
+  (file reads and hashing release the GIL).
+  """
+  paths = [p for class_paths in folder.images.values() for p in class_paths]
+  batches = [paths[i:i + _HASH_BATCH] for i in range(0, len(paths),
+                                                     _HASH_BATCH)]
+  with concurrent.futures.ThreadPoolExecutor(
+      min(8, os.cpu_count() or 1)) as pool:
+    digests = iter([d for batch in pool.map(_content_digests, batches)
+                    for d in batch])
+  entries = [[name, os.path.relpath(path, folder.root), next(digests)]
+             for name, class_paths in folder.images.items()
+             for path in class_paths]
   return [folder.root, entries]
+
+
+def _content_digests(paths: list[str]) -> list[str]:
+  """The SHA-256 of each file's bytes, or the error that reading it raised.
+
+  A file that does not read is keyed by its error; decoding then reports or
+  skips it as a corrupt image.
+  """
+  digests = []
+  for path in paths:
+    try:
+      with open(path, 'rb') as f:
+        digests.append(hashlib.file_digest(f, 'sha256').hexdigest())
+    except OSError as e:
+      digests.append(f'unreadable: {type(e).__name__} {e.errno}')
+  return digests
 
 
 def _build(config: ml_collections.ConfigDict, train: _Folder,
