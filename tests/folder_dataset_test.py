@@ -515,3 +515,160 @@ def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch, caplog,
     np.testing.assert_array_equal(rebuilt['class_names'], ['a', 'b'])
   assert list(cached.parent.iterdir()) == [cached]
   assert _leftovers(data_dir) == []
+
+
+def _restore_times(path: pathlib.Path, stat: os.stat_result) -> None:
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_cache_is_keyed_on_content_not_names_sizes_or_times(
+    tmp_path, monkeypatch, caplog):
+  root = tmp_path / 'letters'
+  _write_letters(root, {'a': 2, 'b': 2})
+  data_dir = tmp_path / 'data'
+  folder_dataset.load_folder_splits(_config(root, data_dir))
+  caplog.set_level(logging.INFO)
+
+  # Unchanged content, touched times: the cache is used, nothing decoded.
+  for path in root.rglob('*.png'):
+    os.utime(path, (1, 1))
+
+  def fail(*unused_args):
+    raise AssertionError('decoded an image despite the cache')
+
+  with monkeypatch.context() as patch:
+    patch.setattr(folder_dataset, 'decode_image', fail)
+    folder_dataset.load_folder_splits(_config(root, data_dir))
+  assert 'Using cached folder dataset' in caplog.text
+
+  # Swap two same-size images of different classes and restore their times,
+  # as `cp -p`, `rsync -a` and tar do: the cache must not be used.
+  first, second = root / 'a' / '000.png', root / 'b' / '000.png'
+  stats = first.stat(), second.stat()
+  assert stats[0].st_size == stats[1].st_size
+  contents = first.read_bytes(), second.read_bytes()
+  assert contents[0] != contents[1]
+  first.write_bytes(contents[1])
+  second.write_bytes(contents[0])
+  _restore_times(first, stats[0])
+  _restore_times(second, stats[1])
+  caplog.clear()
+
+  swapped = folder_dataset.load_folder_splits(_config(root, data_dir))
+
+  assert 'Using cached folder dataset' not in caplog.text
+  assert 'Importing image folder' in caplog.text
+  values = _values_by_label(swapped.train)
+  for label, more in _values_by_label(swapped.validation).items():
+    values[label] |= more
+  assert values == {0: {3, 2}, 1: {1, 4}}
+  assert len(list((data_dir / folder_dataset.CACHE_SUBDIR).iterdir())) == 2
+
+
+def test_images_behind_a_folder_symlink_count_for_their_class(tmp_path,
+                                                              caplog):
+  root = tmp_path / 'images'
+  _write_letters(root, {'a': 2, 'b': 2})
+  _save(tmp_path / 'elsewhere' / 'more' / 'x.png', _grey(200))
+  _save(tmp_path / 'elsewhere' / 'more' / 'deeper' / 'y.png', _grey(201))
+  (root / 'a' / 'linked').symlink_to(tmp_path / 'elsewhere' / 'more')
+  caplog.set_level(logging.WARNING)
+
+  result = folder_dataset.load_folder_splits(_config(root, tmp_path / 'data'))
+
+  assert result.num_train + result.num_validation == 6
+  values = _values_by_label(result.train)
+  for label, more in _values_by_label(result.validation).items():
+    values[label] |= more
+  assert values == {0: {1, 2, 200, 201}, 1: {3, 4}}
+  assert 'Skipped' not in caplog.text
+
+
+def _class_linked_to_root(root: pathlib.Path) -> tuple[pathlib.Path, ...]:
+  (root / 'loop').symlink_to(root)
+  return root / 'loop', root
+
+
+def _folder_linked_to_its_class(root: pathlib.Path) -> tuple[pathlib.Path, ...]:
+  (root / 'a' / 'sub').mkdir()
+  (root / 'a' / 'sub' / 'up').symlink_to(root / 'a')
+  return root / 'a' / 'sub' / 'up', root / 'a'
+
+
+def _class_linked_to_class(root: pathlib.Path) -> tuple[pathlib.Path, ...]:
+  (root / 'c').symlink_to(root / 'a')
+  return root / 'c', root / 'a'
+
+
+def _image_under_two_classes(root: pathlib.Path) -> tuple[pathlib.Path, ...]:
+  (root / 'b' / 'copy.png').symlink_to(root / 'a' / '000.png')
+  return root / 'b' / 'copy.png', root / 'a' / '000.png'
+
+
+def _image_twice_in_a_class(root: pathlib.Path) -> tuple[pathlib.Path, ...]:
+  (root / 'a' / 'again.png').symlink_to('000.png')
+  return root / 'a' / 'again.png', root / 'a' / '000.png'
+
+
+_REFUSAL = {
+    _class_linked_to_root: 'Symlink cycle',
+    _folder_linked_to_its_class: 'Symlink cycle',
+    _class_linked_to_class: 'reached again through a symlink',
+    _image_under_two_classes: 'is the same file as',
+    _image_twice_in_a_class: 'is the same file as',
+}
+
+
+@pytest.mark.parametrize('make_link', list(_REFUSAL))
+def test_symlink_cycles_and_images_reached_twice_are_refused(
+    tmp_path, monkeypatch, make_link):
+  root = tmp_path / 'images'
+  _write_letters(root, {'a': 2, 'b': 2})
+  paths = make_link(root)
+  data_dir = tmp_path / 'data'
+
+  def fail(*unused_args):
+    raise AssertionError('decoded an image despite the bad folder')
+
+  monkeypatch.setattr(folder_dataset, 'decode_image', fail)
+  with pytest.raises(errors.InputError) as raised:
+    folder_dataset.load_folder_splits(_config(root, data_dir))
+
+  message = str(raised.value)
+  assert _REFUSAL[make_link] in message
+  for path in paths:  # Named whole, not as the prefix of a longer path.
+    assert re.search(re.escape(str(path)) + '[ ,;.]', message), path
+  assert '\n' not in message
+  assert not data_dir.exists()
+
+
+def test_unreadable_folder_is_an_input_error(tmp_path, monkeypatch):
+  root = tmp_path / 'images'
+  _write_letters(root, {'a': 2, 'b': 2})
+  (root / 'b' / 'locked').mkdir()
+  scandir = os.scandir
+
+  def denied(path):
+    if os.fspath(path) == str(root / 'b' / 'locked'):
+      raise PermissionError(errno.EACCES, 'Permission denied', path)
+    return scandir(path)
+
+  monkeypatch.setattr(os, 'scandir', denied)
+  with pytest.raises(errors.InputError,
+                     match=re.escape(str(root / 'b' / 'locked'))):
+    folder_dataset.load_folder_splits(_config(root, tmp_path / 'data'))
+  assert not (tmp_path / 'data').exists()
+
+
+def test_looping_file_symlink_is_skipped_as_not_regular(tmp_path, caplog):
+  root = tmp_path / 'images'
+  _write_letters(root, {'a': 2, 'b': 2})
+  (root / 'a' / 'self.png').symlink_to('self.png')
+  (root / 'self').symlink_to('self')  # Beside the classes: no class.
+  caplog.set_level(logging.WARNING)
+
+  result = folder_dataset.load_folder_splits(_config(root, tmp_path / 'data'))
+
+  assert result.num_train + result.num_validation == 4
+  assert 'Skipped 1 file(s)' in caplog.text
+  assert str(root / 'a' / 'self.png') in caplog.text

@@ -6,8 +6,11 @@ ones, starting with '.', are ignored). Files are images by extension (see
 IMAGE_EXTENSIONS); other files (notes.txt, .DS_Store) are skipped and counted.
 
 Files that are not regular files (FIFOs, sockets, devices, broken symlinks)
-are skipped and counted too; symlinks to images are followed. Class folder
-names must be valid UTF-8, as they are stored as text.
+are skipped and counted too. Symlinks to images and to folders are followed;
+a symlink cycle, or a real folder or image reached twice (under two classes,
+or twice in one), is refused in one line naming both paths before anything
+is decoded. Class folder names must be valid UTF-8, as they are stored as
+text.
 
 Every image is decoded strictly with Pillow, converted to grey or RGB and
 squashed (not cropped) to image_size x image_size with bilinear filtering, as
@@ -22,9 +25,9 @@ DIGITS' "squash" resize does. Conversions:
 
 The decoded splits are cached as one .npz file,
 `<data_dir>/lettercnn_folders/<folder name>-<key>.npz`, where the key hashes
-the folders' image files (paths, sizes, modification times) and the config
-fields that shape the result, so a second load decodes nothing and any change
-to the images or those fields builds a new file. All checking and decoding
+the folders' image files (their paths and the SHA-256 of their bytes) and the
+config fields that shape the result, so a second load decodes nothing and any
+change to the images' contents or those fields builds a new file. All checking and decoding
 happens before anything is written, and the file is written under a temporary
 name and renamed into place, so a failed or killed build never leaves a
 dataset that looks complete. An unreadable cache file (truncated, overwritten)
@@ -65,6 +68,8 @@ _TEMP_PREFIX = '.tmp-'
 # A temporary file untouched this long belongs to a killed build, not to a
 # concurrent one still writing (e.g. several learning rates started at once).
 _STALE_TEMP_SECONDS = 600
+# Files hashed per thread-pool task: enough to amortise the task's overhead.
+_HASH_BATCH = 64
 _INTEGER_GREY_MODES = ('I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
 _ALPHA_MODES = ('RGBA', 'RGBa', 'LA', 'La', 'PA')
 _GREY_MODES = ('1', 'L', 'LA', 'La', 'F') + _INTEGER_GREY_MODES
@@ -135,9 +140,11 @@ def _list_folder(path: str, what: str, splitting: bool) -> _Folder:
         'least two classes.')
   images = {}
   skipped = SkippedFiles()
+  reached = ReachedPaths()
+  reached.add_root(root)
   for name in class_names:
     check_class_name(os.path.join(root, name))
-    images[name] = image_files(os.path.join(root, name), skipped)
+    images[name] = image_files(os.path.join(root, name), skipped, reached)
   skipped.warn(root)
   folder = _Folder(root=root, images=images)
   _check_class_sizes(folder, _counts(images), splitting, 'images')
@@ -147,7 +154,7 @@ def _list_folder(path: str, what: str, splitting: bool) -> _Folder:
 def class_subfolders(root: str) -> list[str]:
   """The class folders of `root` in DIGITS' layout, sorted; hidden ones out."""
   return sorted(entry.name for entry in os.scandir(root)
-                if entry.is_dir() and not entry.name.startswith('.'))
+                if _is_folder(entry) and not entry.name.startswith('.'))
 
 
 @dataclasses.dataclass
@@ -163,26 +170,109 @@ class SkippedFiles:
                   'sockets, devices or broken symlinks)')
 
 
-def image_files(directory: str, skipped: SkippedFiles) -> list[str]:
-  """The image files below `directory`, sorted; the others go to `skipped`."""
+@dataclasses.dataclass
+class ReachedPaths:
+  """The real folders and images one listing reached, each by its first path.
+
+  Symlinks to folders are followed, so a listing refuses what would make an
+  image count twice or the walk never end: a symlink cycle, and a real folder
+  or image reached a second time (under two classes, or twice in one).
+  """
+  folders: dict[str, str] = dataclasses.field(default_factory=dict)
+  images: dict[str, str] = dataclasses.field(default_factory=dict)
+  # Real path -> path of the folders that hold every walk (the dataset root).
+  outer: dict[str, str] = dataclasses.field(default_factory=dict)
+
+  def add_root(self, root: str) -> None:
+    real = os.path.realpath(root)
+    self.folders[real] = root
+    self.outer[real] = root
+
+  def add_folder(self, path: str, real: str, ancestors: dict[str, str]) -> None:
+    """Records folder `path`; `ancestors` maps the real paths holding it."""
+    if real in ancestors:
+      raise errors.InputError(
+          f'Symlink cycle: {path} leads back to {ancestors[real]}, a folder '
+          'that holds it; remove or fix the link.')
+    first = self.folders.setdefault(real, path)
+    if first != path:
+      raise errors.InputError(
+          f'Folder {path} is {first} reached again through a symlink; each '
+          'image must be reached once, under one class. Remove or fix the '
+          'link.')
+
+  def add_image(self, path: str, real: str) -> None:
+    first = self.images.setdefault(real, path)
+    if first != path:
+      raise errors.InputError(
+          f'Image {path} is the same file as {first}, reached again through a '
+          'symlink; each image must be reached once, under one class. Remove '
+          'one of them.')
+
+
+def image_files(directory: str, skipped: SkippedFiles,
+                reached: Optional[ReachedPaths] = None) -> list[str]:
+  """The image files below `directory`, sorted; the others go to `skipped`.
+
+  Symlinks to folders and images are followed; hidden subfolders are not.
+
+  Args:
+    directory: the folder to list.
+    skipped: collects the files that are not listed.
+    reached: what the listing of other folders reached, to refuse what this
+      one reaches again; by default, only this folder's own paths count.
+
+  Raises:
+    errors.InputError: a folder does not read, a symlink cycle, or a folder or
+      image reached twice (see `ReachedPaths`).
+  """
+  reached = ReachedPaths() if reached is None else reached
+  real = os.path.realpath(directory)
+  reached.add_folder(directory, real, reached.outer)
   images = []
-  for path in sorted(_walk_files(directory)):
-    if not is_image_file(path):
-      skipped.non_images.append(path)
+  _walk_images(directory, real, {**reached.outer, real: directory}, reached,
+               skipped, images)
+  return sorted(images)
+
+
+def _walk_images(directory: str, real: str, ancestors: dict[str, str],
+                 reached: ReachedPaths, skipped: SkippedFiles,
+                 images: list[str]) -> None:
+  """Adds the images below `directory` (real path `real`) to `images`."""
+  try:
+    entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+  except OSError as e:
+    raise errors.InputError(
+        f'Cannot read folder {directory} ({type(e).__name__}: {e.strerror}); '
+        'make it readable or remove it.') from None
+  for entry in entries:
+    # A symlink resolves only through realpath; any other entry's real path
+    # is its name in its folder's real path.
+    entry_real = (os.path.realpath(entry.path) if entry.is_symlink() else
+                  os.path.join(real, entry.name))
+    if _is_folder(entry):
+      if entry.name.startswith('.'):
+        continue
+      reached.add_folder(entry.path, entry_real, ancestors)
+      _walk_images(entry.path, entry_real,
+                   {**ancestors, entry_real: entry.path}, reached, skipped,
+                   images)
+    elif not is_image_file(entry.path):
+      skipped.non_images.append(entry.path)
     # Opening a FIFO would wait for a writer forever.
-    elif not os.path.isfile(path):
-      skipped.not_regular.append(path)
+    elif not os.path.isfile(entry.path):
+      skipped.not_regular.append(entry.path)
     else:
-      images.append(path)
-  return images
+      reached.add_image(entry.path, entry_real)
+      images.append(entry.path)
 
 
-def _walk_files(directory: str) -> Iterator[str]:
-  """Yields the files below `directory`, skipping hidden subfolders."""
-  for dirpath, dirnames, filenames in os.walk(directory):
-    dirnames[:] = [d for d in dirnames if not d.startswith('.')]
-    for filename in filenames:
-      yield os.path.join(dirpath, filename)
+def _is_folder(entry: os.DirEntry[str]) -> bool:
+  """Whether `entry` is a folder or a symlink to one."""
+  try:
+    return entry.is_dir()
+  except OSError:  # A symlink that loops on itself.
+    return False
 
 
 def check_class_name(class_dir: str) -> None:
@@ -269,14 +359,40 @@ def _cache_path(config: ml_collections.ConfigDict, train: _Folder,
 
 
 def _fingerprint(folder: _Folder) -> list[object]:
-  """Identifies the folder's images without reading them."""
-  entries = []
-  for name, paths in folder.images.items():
-    for path in paths:
-      stat = os.stat(path)
-      entries.append([name, os.path.relpath(path, folder.root), stat.st_size,
-                      stat.st_mtime_ns])
+  """Identifies the folder's images by their paths and contents.
+
+  Contents, not sizes and modification times: copies that keep times (`cp -p`,
+  `rsync -a`, tar) can change an image without changing either. Batches of
+  files are hashed in threads, so a cold or network disk is read in parallel
+  (file reads and hashing release the GIL).
+  """
+  paths = [p for class_paths in folder.images.values() for p in class_paths]
+  batches = [paths[i:i + _HASH_BATCH] for i in range(0, len(paths),
+                                                     _HASH_BATCH)]
+  with concurrent.futures.ThreadPoolExecutor(
+      min(8, os.cpu_count() or 1)) as pool:
+    digests = iter([d for batch in pool.map(_content_digests, batches)
+                    for d in batch])
+  entries = [[name, os.path.relpath(path, folder.root), next(digests)]
+             for name, class_paths in folder.images.items()
+             for path in class_paths]
   return [folder.root, entries]
+
+
+def _content_digests(paths: list[str]) -> list[str]:
+  """The SHA-256 of each file's bytes, or the error that reading it raised.
+
+  A file that does not read is keyed by its error; decoding then reports or
+  skips it as a corrupt image.
+  """
+  digests = []
+  for path in paths:
+    try:
+      with open(path, 'rb') as f:
+        digests.append(hashlib.file_digest(f, 'sha256').hexdigest())
+    except OSError as e:
+      digests.append(f'unreadable: {type(e).__name__} {e.errno}')
+  return digests
 
 
 def _build(config: ml_collections.ConfigDict, train: _Folder,
