@@ -177,7 +177,9 @@ def test_a_test_that_stops_too_early_is_one_line_and_writes_nothing(
   workdir = tmp_path / 'lr_find'
   result = _lr_find(workdir, data_dir, '--config.lr_find.min_lr=10',
                     '--config.lr_find.max_lr=10000',
-                    '--config.lr_find.num_steps=100')
+                    '--config.lr_find.num_steps=100',
+                    '--config.sharpness_examples=2',
+                    '--config.sharpness_max_iterations=2')
   assert result.returncode == 2, result.stderr[-3000:]
   assert 'Traceback' not in result.stderr
   assert re.fullmatch(
