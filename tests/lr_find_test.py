@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from run_helpers import run_selected_cases
+from lettercnn import errors
+from lettercnn.lr_find import workdir as lr_find_workdir
 from lettercnn.run import events as tb_events
 
 TINY = ['--config.examples_per_class=8', '--config.num_devices=1',
@@ -78,6 +81,112 @@ def test_range_test_writes_curve_suggestions_and_bound(tmp_path, data_dir):
                'stable-rate bound', 'per-example (batch) sharpness',
                "curvature bound over the seeds' initialisations"):
     assert line in result.stdout, result.stdout
+
+  # A rerun into its own workdir replaces its own event file: the curve is
+  # in TensorBoard once, from the new file alone.
+  [first_events] = lr_find_workdir.own_event_files(str(workdir))
+  rerun = _lr_find(workdir, data_dir)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  [rerun_events] = lr_find_workdir.own_event_files(str(workdir))
+  assert rerun_events != first_events
+  assert glob.glob(str(workdir / 'events.out.*')) == [rerun_events]
+  with open(workdir / 'lr_find.json') as f:
+    assert [c['seed'] for c in json.load(f)['seeds']] == [0]
+  scalars = tb_events.read_scalars(str(workdir))
+  assert ([s for s, _ in scalars['lr_find/loss']]
+          == list(range(found['seeds'][0]['steps_run'])))
+
+
+def _snapshot(folder):
+  """{relative path: bytes} of every file under `folder`."""
+  return {str(path.relative_to(folder)): path.read_bytes()
+          for path in sorted(folder.rglob('*')) if path.is_file()}
+
+
+def test_a_training_runs_workdir_is_refused_and_kept(tmp_path, data_dir):
+  workdir = tmp_path / 'lr_1e-4'
+  workdir.mkdir()
+  (workdir / 'status.json').write_text(json.dumps(
+      {'status': 'converged', 'step': 10, 'config': {'learning_rate': 1e-4}}))
+  (workdir / 'events.out.tfevents.1.host.7.v2').write_bytes(b'history')
+  before = _snapshot(workdir)
+
+  result = _lr_find(workdir, data_dir)
+
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'lr_find: error: workdir {workdir} holds files lr_find did not write '
+      '(status.json, events.out.tfevents.1.host.7.v2), which it neither '
+      'deletes nor mixes its curves into; pass a folder of its own, such as '
+      f'--workdir={workdir}/lr_find')
+  assert _snapshot(workdir) == before
+  assert sorted(p.name for p in workdir.iterdir()) == sorted(before)
+
+
+@pytest.mark.parametrize('names,foreign', [
+    (['status.json'], ['status.json']),
+    (['checkpoints/1/x', 'best_checkpoint/2/x'],
+     ['checkpoints/', 'best_checkpoint/']),
+    (['events.out.tfevents.1.host.7.v2'], ['events.out.tfevents.1.host.7.v2']),
+    # A sweep's hparams file at a sweep folder's root.
+    (['events.out.tfevents.1.host.7.lettercnn_sweep_hparams'],
+     ['events.out.tfevents.1.host.7.lettercnn_sweep_hparams']),
+    # lr_find's own files: a rerun may replace them.
+    (['lr_find.json', 'lr_find.png',
+      'events.out.tfevents.1.host.7.v2' + lr_find_workdir.EVENT_SUFFIX], []),
+])
+def test_files_lr_find_did_not_write_are_foreign(tmp_path, names, foreign):
+  for name in names:
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b'x')
+  assert lr_find_workdir.foreign_files(str(tmp_path)) == foreign
+  if foreign:
+    with pytest.raises(errors.InputError, match='did not write'):
+      lr_find_workdir.check(str(tmp_path))
+  else:
+    lr_find_workdir.check(str(tmp_path))
+
+
+def test_events_replace_only_lr_finds_own(tmp_path):
+  from lettercnn.lr_find import run as lr_find_run  # pylint: disable=g-import-not-at-top
+  foreign = tmp_path / 'events.out.tfevents.1.host.7.v2'
+  foreign.write_bytes(b'history')
+  earlier = tmp_path / ('events.out.tfevents.1.host.8.v2'
+                        + lr_find_workdir.EVENT_SUFFIX)
+  earlier.write_bytes(b'an earlier test')
+  curve = {'rates': [1e-3, 1e-2, 1e-1], 'losses': [2.3, 2.2, 9.0],
+           'smoothed': [2.3, 2.25, 4.5]}
+
+  lr_find_run._write_events(str(tmp_path), {'seeds': [curve]})
+
+  [written] = lr_find_workdir.own_event_files(str(tmp_path))
+  assert written != str(earlier) and not earlier.exists()
+  assert foreign.read_bytes() == b'history'
+  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+  steps = [event.step for event in
+           event_file_loader.EventFileLoader(written).Load()
+           for value in event.summary.value if value.tag == 'lr_find/loss']
+  assert steps == [0, 1, 2]
+
+
+def test_a_test_that_stops_too_early_is_one_line_and_writes_nothing(
+    tmp_path, data_dir):
+  # Momentum SGD from rate 10 blows up within a few steps, before the first
+  # tenth fastai's view of the curve leaves out.
+  workdir = tmp_path / 'lr_find'
+  result = _lr_find(workdir, data_dir, '--config.lr_find.min_lr=10',
+                    '--config.lr_find.max_lr=10000',
+                    '--config.lr_find.num_steps=100',
+                    '--config.sharpness_examples=2',
+                    '--config.sharpness_max_iterations=2')
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'Traceback' not in result.stderr
+  assert re.fullmatch(
+      r'lr_find: error: the test stopped after \d+ of 100 steps, too early '
+      r'for a suggestion: lower min_lr',
+      result.stderr.strip().splitlines()[-1]), result.stderr[-3000:]
+  assert not workdir.exists()  # Nothing a rerun or the report would read.
 
 
 @pytest.fixture(scope='module')

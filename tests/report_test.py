@@ -359,3 +359,61 @@ def test_no_range_test_section_without_one(sweep, capsys):
   run_main(sweep, capsys)
   assert 'Range test' not in (sweep / 'summary.md').read_text()
   assert not (sweep / 'sharpness.png').exists()
+
+
+def _seeded_run(sweep_dir: pathlib.Path, learning_rate: float, seed: int,
+                val_accs: list[float]) -> pathlib.Path:
+  """A finished run of a grid point, `lr_...,seed=N`, batch size 1."""
+  name = f'lr_{learning_rate:.0e}'.replace('e-0', 'e-') + f',seed={seed}'
+  make_finished_run(sweep_dir, name, learning_rate, 'converged', val_accs)
+  path = sweep_dir / name / 'status.json'
+  status = json.loads(path.read_text())
+  status['config'].update(batch_size=1, seed=seed)
+  path.write_text(json.dumps(status))
+  return sweep_dir / name
+
+
+def test_an_unreadable_run_is_counted_apart_and_in_nothing_else(
+    tmp_path, capsys, caplog):
+  good = tmp_path / 'good'
+  _seeded_run(good, 1e-4, 0, [0.5, 0.9, 0.92])
+  _seeded_run(good, 1e-4, 1, [0.5, 0.88, 0.9])
+  sweep_dir = tmp_path / 'sweep'
+  shutil.copytree(good, sweep_dir)
+  # A run with events and the first 10 bytes of its status.json.
+  bad = _seeded_run(sweep_dir, 1e-5, 0, [0.4, 0.95, 0.97])
+  (bad / 'status.json').write_bytes((bad / 'status.json').read_bytes()[:10])
+
+  code, reference_out, err = run_main(good, capsys)
+  assert code == 0, err
+  caplog.clear()
+  code, out, err = run_main(sweep_dir, capsys)
+  assert code == 0, err
+
+  left_out = ('Left out: 1 unreadable run (named in the warning), whose '
+              'status.json does not read; it is in no table, plot, CSV or '
+              'verdict.')
+  assert out.replace('\n' + left_out, '') == reference_out
+  assert left_out in out
+  assert 'lr_1e-5' not in out + err
+  [warning] = [r.getMessage() for r in caplog.records if 'lr_1e-5' in
+               r.getMessage()]
+  assert warning.startswith('Leaving run lr_1e-5,seed=0 out of the report: ')
+  assert '\n' not in warning
+  for name in ('summary.csv', 'points.csv', 'accuracy_vs_lr.png',
+               'lr_batch_heatmap.png', 'curves.png'):
+    assert (sweep_dir / name).read_bytes() == (good / name).read_bytes(), name
+  summary = (sweep_dir / 'summary.md').read_text()
+  assert summary.replace(
+      '\n\nLeft out: 1 unreadable run (lr_1e-5,seed=0), whose status.json '
+      'does not read; it is in no table, plot, CSV or verdict.', ''
+  ) == (good / 'summary.md').read_text()
+
+
+def test_a_sweep_of_unreadable_runs_only_is_one_line(tmp_path, capsys):
+  write_status(tmp_path / 'lr_1e-4', 'converged', 1e-4, 3.0, {}, None)
+  (tmp_path / 'lr_1e-4' / 'status.json').write_text('{"status": "conv')
+  code, out, err = run_main(tmp_path, capsys)
+  assert code == 2 and out == ''
+  assert err == (f'report: No readable training runs in {tmp_path}: the '
+                 'status.json of lr_1e-4 does not read.\n')

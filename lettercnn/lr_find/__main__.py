@@ -14,11 +14,16 @@ Writes into --workdir (default runs/lr_find/<config file stem>):
   lr_find.json   rates, raw and smoothed losses, the suggestions, the
                  recommendation, the sharpness and bound, and timings
   lr_find.png    loss against rate (log axis), suggestions and bound marked
-  events.*       TensorBoard scalars lr_find/loss, lr_find/smoothed_loss and
+  events.out.tfevents.*.lettercnn_lr_find
+                 TensorBoard scalars lr_find/loss, lr_find/smoothed_loss and
                  lr_find/learning_rate, by step
 
-and prints the suggestions, the recommendation and why, and the bound.
-Bad settings are one error line, exit 2, before any data is read.
+and prints the suggestions, the recommendation and why, and the bound. A
+rerun replaces these files and no others. Bad settings, and a workdir that
+holds files lr_find did not write (a training run's status.json,
+checkpoints or event files: `lettercnn.lr_find.workdir`), are one error
+line, exit 2, before any data is read; so is a test that stops too early for
+a suggestion, after it ran, with nothing written.
 """
 
 import os
@@ -34,6 +39,7 @@ from lettercnn import config_loading
 from lettercnn import cpu_devices
 from lettercnn import errors
 from lettercnn import formats
+from lettercnn.lr_find import workdir as lr_find_workdir
 from lettercnn.run import workdir as workdir_guard
 
 FLAGS = flags.FLAGS
@@ -90,6 +96,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
   return lines
 
 
+def _remove_if_empty(folder: str) -> None:
+  """Removes `folder` if it exists and is empty: a refused run's leaves none."""
+  try:
+    os.rmdir(folder)
+  except OSError:
+    pass
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}',
@@ -98,15 +112,21 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value or config_loading.default_workdir(
       config_flags.get_config_filename(FLAGS['config']),
       root=os.path.join('runs', 'lr_find'))
+  created = not os.path.lexists(workdir)
   try:
     cpu_devices.start(config)
     num_devices = config_checks.check_config(config)
     config_checks.check_lr_find(config)
+    lr_find_workdir.check(workdir)
     with workdir_guard.locked(workdir):
+      # Again under the lock: a run may have started there in between.
+      lr_find_workdir.check(workdir)
       # pylint: disable-next=g-import-not-at-top
       from lettercnn.lr_find import run as lr_find_run
       result = lr_find_run.run(config, workdir, num_devices)
   except errors.InputError as e:
+    if created:
+      _remove_if_empty(workdir)
     errors.fail('lr_find', e)
   print('\n'.join(summary_lines(result)))
   print(f'{workdir}: {lr_find_run.RESULT_FILE}, {lr_find_run.PLOT_FILE} '

@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lettercnn import errors
+
 SUGGESTIONS = ('valley', 'steepest', 'minimum_div_10')
 # What lettercnn.lr_find writes into its workdir (and the report looks for).
 RESULT_FILE = 'lr_find.json'
@@ -77,12 +79,20 @@ def stop_index(losses: Sequence[float], beta: float,
   return len(losses)
 
 
+class TooShort(errors.InputError):
+  """The test stopped before fastai's view of its curve has two points.
+
+  Bad input, not a failure: the config's `lr_find.min_lr` starts the rates
+  too high for this model and data, and a lower one is the remedy.
+  """
+
+
 def _trimmed(rates_: np.ndarray, losses: np.ndarray,
              num_steps: int) -> tuple[np.ndarray, np.ndarray]:
   """fastai's view of the curve: less num_steps // 10 points and the last 5."""
   start, end = num_steps // 10, len(losses) - 5
   if end - start < 2:
-    raise ValueError(f'the test stopped after {len(losses)} of {num_steps} '
+    raise TooShort(f'the test stopped after {len(losses)} of {num_steps} '
                      'steps, too early for a suggestion: lower min_lr')
   return rates_[start:end], losses[start:end]
 

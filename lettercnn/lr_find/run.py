@@ -4,7 +4,6 @@ Separate from the command so that flag parsing and config checks run before
 TensorFlow and the data load.
 """
 
-import glob
 import itertools
 import json
 import math
@@ -12,7 +11,6 @@ import os
 import time
 from typing import Any
 
-from clu import metric_writers
 from flax import jax_utils
 import jax
 from jax import lax
@@ -20,18 +18,21 @@ import jax.numpy as jnp
 from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
+import tensorflow as tf
 
 from lettercnn.data import input_pipeline
 from lettercnn import files
 from lettercnn.lr_find import range_test as lr_range
+from lettercnn.lr_find import workdir as lr_find_workdir
 from lettercnn.models import networks as models
 from lettercnn.optim import optimizers
 from lettercnn.optim import sharpness
-from lettercnn.run import events
 from lettercnn import train
 
 RESULT_FILE = lr_range.RESULT_FILE
 PLOT_FILE = 'lr_find.png'
+
+
 def _range_test_chunk(state: train.TrainState, losses: jax.Array,
                       chunk: dict[str, jax.Array], num_steps: jax.Array):
   """`train.train_chunk`, recording each step's loss in `losses` instead."""
@@ -156,21 +157,28 @@ _MAX_EVENT_POINTS = 1000
 def _write_events(workdir: str, result: dict[str, Any]) -> None:
   """The first seed's curve as TensorBoard scalars (at most 1000 points).
 
-  A rerun recomputes the same curve (it is a function of the config), so
-  the events of an earlier test in `workdir` are removed, not kept twice.
+  Into one event file whose name ends in `lr_find_workdir.EVENT_SUFFIX`. A
+  rerun recomputes the same curve (it is a function of the config), so once
+  the new file is written the event files of earlier tests here, which carry
+  that suffix, are removed; no other file is.
   """
-  for path in glob.glob(os.path.join(workdir, events.EVENT_FILE_PATTERN)):
-    os.remove(path)
+  earlier = lr_find_workdir.own_event_files(workdir)
   curve = result['seeds'][0]
   num_points = len(curve['rates'])
-  writer = metric_writers.SummaryWriter(workdir)
-  for step in sorted(set(np.linspace(0, num_points - 1, min(
-      num_points, _MAX_EVENT_POINTS)).round().astype(int).tolist())):
-    writer.write_scalars(step, {
-        'lr_find/learning_rate': curve['rates'][step],
-        'lr_find/loss': curve['losses'][step],
-        'lr_find/smoothed_loss': curve['smoothed'][step]})
+  writer = tf.summary.create_file_writer(
+      workdir, filename_suffix=lr_find_workdir.EVENT_SUFFIX)
+  with writer.as_default():
+    for step in sorted(set(np.linspace(0, num_points - 1, min(
+        num_points, _MAX_EVENT_POINTS)).round().astype(int).tolist())):
+      for tag, value in (('lr_find/learning_rate', curve['rates'][step]),
+                         ('lr_find/loss', curve['losses'][step]),
+                         ('lr_find/smoothed_loss', curve['smoothed'][step])):
+        tf.summary.scalar(tag, value, step=step)
   writer.close()
+  written = set(lr_find_workdir.own_event_files(workdir)) - set(earlier)
+  for path in earlier:
+    if path not in written:
+      os.remove(path)
 
 
 def _initial_state(config: ml_collections.ConfigDict,

@@ -5,8 +5,10 @@ Usage:
 
 Every subdirectory of SWEEP_DIR that holds a `status.json` and/or TensorBoard
 event files is one training run (as `scripts/sweep.sh` lays them out). The
-report reads both, so it also works while the sweep is still running, and
-writes into SWEEP_DIR:
+report reads both, so it also works while the sweep is still running. A run
+whose status.json does not read (cut short, edited) is named in one warning,
+counted in the printed report and summary.md, and kept out of everything
+else. It writes into SWEEP_DIR:
 
   summary.md            the verdict, the points table, the best rate per batch
                         size and the runs table (all printed too; the points
@@ -119,10 +121,29 @@ def _num_classes(runs: Sequence[report_runs.RunSummary]) -> int | None:
   return next((run.num_classes for run in runs if run.num_classes), None)
 
 
-def markdown_report(runs: Sequence[report_runs.RunSummary],
-                    points: Sequence[sweep_points.Point]) -> str:
+def unreadable_line(unreadable: Sequence[report_runs.UnreadableRun],
+                    named: bool) -> str | None:
+  """The count of runs left out as unreadable, and their names if `named`."""
+  if not unreadable:
+    return None
+  names = (f' ({", ".join(run.name for run in unreadable)})' if named
+           else ' (named in the warning)')
+  several = len(unreadable) > 1
+  return (f'Left out: {len(unreadable)} unreadable run{"s" if several else ""}'
+          f'{names}, whose {run_status.STATUS_FILE} does not read; '
+          f'{"they are" if several else "it is"} in no table, plot, CSV or '
+          'verdict.')
+
+
+def markdown_report(
+    runs: Sequence[report_runs.RunSummary],
+    points: Sequence[sweep_points.Point],
+    unreadable: Sequence[report_runs.UnreadableRun] = ()) -> str:
   """summary.md: the verdict, the points, each batch size, the runs, plots."""
   parts = ['# Sweep', '', *sweep_tables.verdict_lines(points)]
+  left_out = unreadable_line(unreadable, named=True)
+  if left_out:
+    parts += ['', left_out]
   unfinished = [run.name for run in runs if not run.finished]
   if unfinished:
     parts += ['', f'Not finished yet ({", ".join(unfinished)}): their rows are '
@@ -244,7 +265,8 @@ def write_report(sweep_dir: pathlib.Path) -> str:
   Raises:
     errors.InputError: see `report_runs.load_sweep`.
   """
-  runs = report_runs.load_sweep(sweep_dir)
+  sweep = report_runs.load_sweep(sweep_dir)
+  runs = sweep.runs
   points = sweep_points.group_points(runs)
   write_csv(runs, sweep_dir / 'summary.csv')
   sweep_tables.write_points_csv(points, sweep_dir / 'points.csv')
@@ -252,7 +274,8 @@ def write_report(sweep_dir: pathlib.Path) -> str:
       points, sweep_dir)
   range_tests = report_lr_find.section(sweep_dir, runs, points)
   (sweep_dir / 'summary.md').write_text('\n'.join(
-      [markdown_report(runs, points), *confusion_markdown, *range_tests]))
+      [markdown_report(runs, points, sweep.unreadable), *confusion_markdown,
+       *range_tests]))
   plot_curves(runs, sweep_dir)
   sweep_plots.plot_accuracy_vs_lr(points, _num_classes(runs),
                                   sweep_dir / 'accuracy_vs_lr.png')
@@ -265,7 +288,9 @@ def write_report(sweep_dir: pathlib.Path) -> str:
     printed.append(sweep_tables.points_table(points))
   if len({point.batch_size for point in points}) > 1:
     printed.append(sweep_tables.batch_size_table(points))
-  printed.append('\n'.join(sweep_tables.verdict_lines(points)))
+  left_out = unreadable_line(sweep.unreadable, named=False)
+  printed.append('\n'.join(sweep_tables.verdict_lines(points)
+                           + ([left_out] if left_out else [])))
   if confusion_printed:
     printed.append('\n'.join(confusion_printed))
   if range_tests:

@@ -2,7 +2,8 @@
 
 Every subdirectory of a sweep folder that holds a `status.json` and/or
 TensorBoard event files is one training run (as `scripts/sweep.sh` lays them
-out). Both are read, so a sweep can be summarised while it still runs.
+out). Both are read, so a sweep can be summarised while it still runs. A run
+whose status.json exists but does not read is counted apart, never summarised.
 """
 
 import dataclasses
@@ -98,12 +99,12 @@ def finite_or_none(value: object) -> float | None:
 
 
 def read_status(run_dir: pathlib.Path) -> dict[str, object] | None:
-  """Returns the run's status.json (`run_status.read`), None if absent or bad."""
-  try:
-    return run_status.read(str(run_dir))
-  except run_status.UnreadableStatus as e:
-    logging.warning('Ignoring it: %s', e)
-    return None
+  """Returns the run's status.json (`run_status.read`), None if absent.
+
+  Raises:
+    run_status.UnreadableStatus: it exists but does not read as a status.
+  """
+  return run_status.read(str(run_dir))
 
 
 def _report_scalars(run_dir: pathlib.Path) -> Scalars:
@@ -187,6 +188,10 @@ def load_run(run_dir: pathlib.Path) -> RunSummary | None:
 
   status.json values take precedence; the TensorBoard scalars fill in what it
   lacks (no status.json yet, or "final" values still null).
+
+  Raises:
+    run_status.UnreadableStatus: its status.json exists but does not read
+      (cut short, edited): nothing of the run can be trusted to be its own.
   """
   status_or_none = read_status(run_dir)
   scalars = _report_scalars(run_dir)
@@ -250,12 +255,32 @@ def _sort_key(run: RunSummary) -> tuple[bool, float, str]:
   return (not has_rate, -(run.learning_rate or 0.0), run.name)
 
 
-def load_sweep(sweep_dir: pathlib.Path) -> list[RunSummary]:
+@dataclasses.dataclass(frozen=True)
+class UnreadableRun:
+  """A run folder whose status.json does not read: left out of the report."""
+  name: str
+  reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """A sweep folder's runs, and those it leaves out."""
+  # The readable runs, largest learning rate first.
+  runs: list[RunSummary]
+  # The runs whose status.json does not read, by name.
+  unreadable: list[UnreadableRun]
+
+
+def load_sweep(sweep_dir: pathlib.Path) -> Sweep:
   """Loads every run under `sweep_dir`, largest learning rate first.
+
+  A run whose status.json does not read is counted apart in `unreadable`,
+  named in one warning, and kept out of `runs`: its status, config and
+  numbers are unknown, so it belongs in no table, plot or verdict.
 
   Raises:
     InputError: `sweep_dir` is not a directory, is a single run's workdir, or
-      holds no runs.
+      holds no readable runs.
   """
   if not sweep_dir.is_dir():
     raise InputError(f'{sweep_dir} is not a directory.')
@@ -263,11 +288,26 @@ def load_sweep(sweep_dir: pathlib.Path) -> list[RunSummary]:
     raise InputError(
         f'{sweep_dir} is a single run\'s workdir; pass the sweep directory '
         'that holds one such workdir per learning rate.')
-  runs = [run for path in sorted(sweep_dir.iterdir()) if path.is_dir()
-          for run in [load_run(path)] if run is not None]
+  runs, unreadable = [], []
+  for path in sorted(sweep_dir.iterdir()):
+    if not path.is_dir():
+      continue
+    try:
+      run = load_run(path)
+    except run_status.UnreadableStatus as e:
+      logging.warning('Leaving run %s out of the report: %s.', path.name, e)
+      unreadable.append(UnreadableRun(path.name, str(e)))
+      continue
+    if run is not None:
+      runs.append(run)
+  if not runs and unreadable:
+    names = ', '.join(run.name for run in unreadable)
+    raise InputError(
+        f'No readable training runs in {sweep_dir}: the '
+        f'{run_status.STATUS_FILE} of {names} does not read.')
   if not runs:
     raise InputError(
         f'No training runs in {sweep_dir}: expected subdirectories holding '
         f'{run_status.STATUS_FILE} and/or TensorBoard event files of '
         'lettercnn.main (run scripts/sweep.sh first).')
-  return sorted(runs, key=_sort_key)
+  return Sweep(sorted(runs, key=_sort_key), unreadable)
