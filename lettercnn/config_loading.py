@@ -17,6 +17,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from lettercnn import errors
+from lettercnn.optim import schedules
 
 
 def _one_line(error: BaseException) -> str:
@@ -103,26 +104,45 @@ def _unknown_field_message(error: Exception) -> str:
   return message
 
 
+def _config_paths(argv: list[str]) -> list[str]:
+  """The values of --config in `argv`, as `--config=PATH` or `--config PATH`."""
+  paths = []
+  for i, arg in enumerate(argv):
+    if arg.startswith(('--config=', '-config=')):
+      paths.append(arg.split('=', 1)[1])
+    elif arg in ('--config', '-config') and i + 1 < len(argv):
+      paths.append(argv[i + 1])
+  return paths
+
+
 def parse_config_flags(argv: list[str],
                        flag_values: flags.FlagValues) -> list[str]:
   """Parses `argv` into `flag_values`; returns the arguments left over.
 
+  The config's learning-rate policy fields left None are then resolved to
+  the policy's defaults (`schedules.resolve_defaults`).
+
   Raises:
     errors.InputError: a bad config file, field or value, in one line.
   """
-  config_paths = [a.split('=', 1)[1] for a in argv
-                  if a.startswith(('--config=', '-config='))]
+  config_paths = _config_paths(argv)
   problem = next(filter(None, map(_config_file_error, config_paths)), None)
   if problem is not None:
     raise errors.InputError(problem)
   try:
-    return flag_values(argv)
+    remaining = flag_values(argv)
   except flags.Error as e:
     raise errors.InputError(str(e).splitlines()[0]) from e
   except (AttributeError, KeyError) as e:
     raise errors.InputError(_unknown_field_message(e)) from e
   except (TypeError, ValueError) as e:
     raise errors.InputError(f'bad config override: {e}') from e
+  config = flag_values['config'].value if 'config' in flag_values else None
+  if isinstance(config, ml_collections.ConfigDict):
+    # The chosen policy's defaults, into the fields the config file and the
+    # overrides left None: what the run records and checks.
+    schedules.resolve_defaults(config)
+  return remaining
 
 
 def load_config(config_path: str,

@@ -91,6 +91,9 @@ def bad_config_runs(request, tmp_path_factory):
      'this config needs at least'),
     ('--config.examples_per_class=1000000000 --config.num_devices=1',
      'this config needs at least 2920'),  # 7e9 images of 28x28 floats.
+    ('--config.num_epochs=100000000 --config.num_devices=1',
+     'num_epochs=100000000 x 5250 steps per epoch (batch_size=1) is '
+     '525000000000 training steps, more than the step counter (int32) holds'),
 ])
 def test_bad_config_is_one_line_before_any_work(override, message,
                                                 bad_config_runs):
@@ -185,3 +188,22 @@ def test_config_file_syntax_error_is_one_line_not_a_traceback(tmp_path):
       f"lettercnn: error: config file '{path}' has a syntax error at line 2: "
       'invalid syntax']
   assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('num_epochs, fits', [(409044, True),
+                                              (409045, False)])
+def test_total_steps_are_checked_against_int32(num_epochs, fits):
+  """The generated dataset's 5250 training images: 5250 steps an epoch."""
+  from lettercnn import config_checks  # pylint: disable=g-import-not-at-top
+  from lettercnn import config_loading  # pylint: disable=g-import-not-at-top
+  from lettercnn import errors  # pylint: disable=g-import-not-at-top
+  config = config_loading.load_config(
+      'configs/lr_1e-4.py', [f'--config.num_epochs={num_epochs}',
+                             '--config.num_devices=1'])
+  if fits:
+    assert config_checks.check_config(config) == 1
+  else:
+    with pytest.raises(errors.InputError, match=(
+        f'^num_epochs={num_epochs} x 5250 steps per epoch')):
+      config_checks.check_config(config)
+

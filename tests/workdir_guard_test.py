@@ -342,3 +342,25 @@ def test_workdir_on_a_disk_that_takes_no_more_bytes(tmp_path, data_dir):
   assert _error_line(stderr) == (
       f'lettercnn: error: workdir {workdir} cannot be written (File too large)')
   assert _snapshot(workdir) == {}
+
+
+def test_policy_fields_recorded_as_none_are_the_same_run(tmp_path):
+  """A None policy field means the policy's default: it matches that value.
+
+  (train.train_and_evaluate records the config it is given; one built by
+  configs/default.get_config() without lettercnn's loading leaves them None.)
+  """
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from lettercnn import config_loading  # pylint: disable=g-import-not-at-top
+  unresolved = default.get_config().to_dict()
+  assert unresolved['lr_decay_factor'] is None
+  status = {'status': 'running', 'step': 0, 'config': unresolved}
+  (tmp_path / 'status.json').write_text(json.dumps(status))
+  resolved = config_loading.load_config('configs/default.py', [])
+  assert workdir_guard.existing_run(resolved, str(tmp_path), 1) == status
+  other = config_loading.load_config('configs/default.py',
+                                     ['--config.lr_decay_factor=0.5'])
+  with pytest.raises(ValueError, match=r'\(lr_decay_factor: 0.1 there vs 0.5 '
+                     'now\\)'):
+    workdir_guard.existing_run(other, str(tmp_path), 1)
+

@@ -178,10 +178,25 @@ def existing_run(config: ml_collections.ConfigDict, workdir: str,
 _DEVICE_FIELDS = frozenset({'num_devices', 'cpu_devices'})
 
 
+def _as_recorded(config: dict[str, Any]) -> dict[str, Any]:
+  """`config` as status.json holds it, its policy fields left None resolved.
+
+  (Tuples become lists.) A None policy field means the policy's default
+  (lettercnn.optim.schedules.settings), so it compares as that value.
+  """
+  # Imported here: it imports JAX, which the sweep's calls of `main` do not
+  # need.
+  from lettercnn.optim import schedules  # pylint: disable=g-import-not-at-top
+  resolved = schedules.settings(config)._asdict()
+  filled = {k: v for k, v in resolved.items() if k in config
+            and config[k] is None}
+  return json.loads(json.dumps({**config, **filled}))
+
+
 def _check_same_run(status: dict[str, Any], config: ml_collections.ConfigDict,
                     workdir: str, num_devices: int) -> None:
-  # As status.json holds it: tuples become lists.
-  saved, current = status['config'], json.loads(json.dumps(config.to_dict()))
+  saved = _as_recorded(status['config'])
+  current = _as_recorded(config.to_dict())
   differences = [f'{k}: {saved.get(k)!r} there vs {current.get(k)!r} now'
                  for k in sorted((set(saved) | set(current)) - _DEVICE_FIELDS)
                  if saved.get(k) != current.get(k)]
