@@ -207,3 +207,17 @@ def test_total_steps_are_checked_against_int32(num_epochs, fits):
         f'^num_epochs={num_epochs} x 5250 steps per epoch')):
       config_checks.check_config(config)
 
+
+@pytest.mark.parametrize('workdir', ['', ' '])
+def test_empty_workdir_is_refused(workdir, tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'lettercnn.main',
+       f'--config={REPO_ROOT / "configs" / "lr_1e-4.py"}',
+       f'--workdir={workdir}'], cwd=tmp_path, env={
+           **os.environ, 'PYTHONPATH': str(REPO_ROOT)},
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 2
+  assert _error_lines(result) == [
+      f'lettercnn: error: flag --workdir={workdir}: empty; name a folder, or '
+      'leave --workdir out to train in runs/<config file stem>']
+  assert os.listdir(tmp_path) == []  # No runs/lr_1e-4 made here.
