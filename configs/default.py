@@ -79,16 +79,17 @@ def get_config() -> ml_collections.ConfigDict:
   # lr*gamma^(steps passed), exp lr*gamma^p, inv lr*(1+gamma*p)^-power,
   # poly lr*(1-p/100)^power, sigmoid lr/(1+exp(gamma*(p-step))).
   config.lr_policy = 'step'
-  # gamma: the factor of 'step', 'multistep' and 'exp', the rate of 'inv' and
-  # 'sigmoid' (DIGITS' "step down": x0.1).
-  config.lr_decay_factor = 0.1
-  # 'step' and 'sigmoid': the step, in % of training (every 33.3%: 10 of 30
-  # epochs, DIGITS' default).
-  config.lr_step_percent = 100 / 3
-  # 'multistep': where the rate steps down, in % of training.
-  config.lr_multistep_percents = (50.0, 75.0)
-  # 'inv' and 'poly': the power.
-  config.lr_power = 1.0
+  # None: the chosen policy's DIGITS default (schedules.POLICY_DEFAULTS),
+  # filled in once the overrides are applied; docs/configs.md has the rule.
+  # gamma: the factor of 'step' (0.1), 'multistep' (0.5) and 'exp' (0.95),
+  # the rate of 'inv' (0.1) and 'sigmoid' (0.1; positive decays).
+  config.lr_decay_factor = ml_collections.config_dict.placeholder(float)
+  # 'step' (33.3%: 10 of 30 epochs) and 'sigmoid' (50%): the step, in %.
+  config.lr_step_percent = ml_collections.config_dict.placeholder(float)
+  # 'multistep': where the rate steps down, in % of training (50, 85).
+  config.lr_multistep_percents = ml_collections.config_dict.placeholder(tuple)
+  # 'inv' (0.5) and 'poly' (3): the power.
+  config.lr_power = ml_collections.config_dict.placeholder(float)
   # Seed for parameter initialisation, dropout and the order of the batches.
   config.seed = 0
 

@@ -53,9 +53,12 @@ def _check_solver(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_lr_policy(config: ml_collections.ConfigDict) -> None:
-  """The fields the chosen policy reads (see lettercnn.optim.schedules)."""
+  """The fields the chosen policy reads, None resolved (see
+  lettercnn.optim.schedules)."""
   _check_choice(config, 'lr_policy', schedules.POLICIES)
-  policy, gamma = config.lr_policy, config.lr_decay_factor
+  policy, resolved = config.lr_policy, schedules.settings(config)
+  gamma, power = resolved.lr_decay_factor, resolved.lr_power
+  step = resolved.lr_step_percent
   if policy in ('step', 'multistep', 'exp'):
     _require(_is_positive_finite(gamma) and gamma <= 1,
              f'lr_decay_factor={gamma!r} must be in (0, 1] for lr_policy='
@@ -67,21 +70,35 @@ def _check_lr_policy(config: ml_collections.ConfigDict) -> None:
   elif policy == 'sigmoid':
     _require(_is_finite(gamma) and gamma != 0,
              f'lr_decay_factor={gamma!r} must be a finite non-zero number for '
-             "lr_policy='sigmoid' (negative to decay)")
+             "lr_policy='sigmoid' (positive to decay, as DIGITS' Gamma)")
   if policy in ('inv', 'poly'):
-    _require(_is_positive_finite(config.lr_power),
-             f'lr_power={config.lr_power!r} must be a positive finite number '
-             f'for lr_policy={policy!r}')
+    _require(_is_positive_finite(power),
+             f'lr_power={power!r} must be a positive finite number for '
+             f'lr_policy={policy!r}')
   if policy in ('step', 'sigmoid'):
-    _require(_is_positive_finite(config.lr_step_percent)
-             and config.lr_step_percent <= 100,
-             f'lr_step_percent={config.lr_step_percent!r} must be in (0, 100] '
-             f'for lr_policy={policy!r}')
+    _require(_is_positive_finite(step) and step <= 100,
+             f'lr_step_percent={step!r} must be in (0, 100] for lr_policy='
+             f'{policy!r}')
   if policy == 'multistep':
-    percents = config.lr_multistep_percents
+    percents = resolved.lr_multistep_percents
     _require(all(_is_positive_finite(p) and p < 100 for p in percents),
              f'lr_multistep_percents={tuple(percents)!r} must be numbers in '
              "(0, 100) for lr_policy='multistep'")
+
+
+# The step counters (the train state's and optax's) are int32.
+MAX_TOTAL_STEPS = int(np.iinfo(np.int32).max)
+
+
+def check_total_steps(config: ml_collections.ConfigDict,
+                      steps_per_epoch: int) -> None:
+  """Raises InputError if num_epochs x `steps_per_epoch` overflows int32."""
+  total = config.num_epochs * steps_per_epoch
+  _require(total <= MAX_TOTAL_STEPS,
+           f'num_epochs={config.num_epochs} x {steps_per_epoch} steps per '
+           f'epoch (batch_size={config.batch_size}) is {total} training steps,'
+           f' more than the step counter (int32) holds, {MAX_TOTAL_STEPS}; '
+           'lower num_epochs or raise batch_size')
 
 
 def check_cpu_devices(config: ml_collections.ConfigDict) -> None:
@@ -167,6 +184,9 @@ def check_config(config: ml_collections.ConfigDict) -> int:
            f'{num_devices} devices; use a multiple of {num_devices}, or '
            'fewer devices (e.g. --config.num_devices=1)')
   _check_memory(config, num_devices)
+  num_train = _num_train(config)
+  if num_train is not None:  # Else checked once the split is counted.
+    check_total_steps(config, num_train // config.batch_size)
   return num_devices
 
 

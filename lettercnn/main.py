@@ -32,6 +32,10 @@ FLAGS = flags.FLAGS
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, TensorBoard events and '
     'status.json (default: runs/<config file stem>).')
+flags.register_validator(
+    'workdir', lambda value: value is None or bool(value.strip()),
+    message='empty; name a folder, or leave --workdir out to train in '
+    'runs/<config file stem>')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Train one model across the processes of a '
     'multi-process job with jax.distributed; every process runs the same '

@@ -91,6 +91,9 @@ def bad_config_runs(request, tmp_path_factory):
      'this config needs at least'),
     ('--config.examples_per_class=1000000000 --config.num_devices=1',
      'this config needs at least 2920'),  # 7e9 images of 28x28 floats.
+    ('--config.num_epochs=100000000 --config.num_devices=1',
+     'num_epochs=100000000 x 5250 steps per epoch (batch_size=1) is '
+     '525000000000 training steps, more than the step counter (int32) holds'),
 ])
 def test_bad_config_is_one_line_before_any_work(override, message,
                                                 bad_config_runs):
@@ -134,3 +137,87 @@ def test_workdir_of_another_config_is_refused_and_kept(tmp_path):
   assert 'learning_rate: 0.001 there vs 0.0001 now' in line
   assert 'delete that folder to start afresh' in line
   assert sorted(os.listdir(workdir)) == ['notes.txt', 'status.json']
+
+
+# Config files that fail as they load, and the one line each gets.
+_BROKEN_CONFIG_FILES = {
+    'syntax': ('def get_config(:\n  pass\n',
+               ' has a syntax error at line 1: invalid syntax'),
+    'missing_module': ('import no_such_module_xyz\n'
+                       'def get_config():\n  pass\n',
+                       ", line 1: imports module 'no_such_module_xyz', which "
+                       'cannot be found'),
+    'raises': ('def get_config():\n  raise RuntimeError("no rate chosen")\n',
+               ', line 2: get_config() raised RuntimeError: no rate chosen'),
+    'wrong_type': ('from configs import default\n'
+                   'def get_config():\n'
+                   '  config = default.get_config()\n'
+                   '  config.learning_rate = "0.1"\n'
+                   '  return config\n',
+                   ", line 4: get_config() raised TypeError: Could not "
+                   "override field 'learning_rate'"),
+    'returns_none': ('def get_config():\n  config = 1\n',
+                     ': get_config() returned None, not an '
+                     'ml_collections.ConfigDict'),
+    'no_get_config': ('# def get_config() is below, commented out\n'
+                      'def get_confi():\n  pass\n',
+                      ' does not define get_config()'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(_BROKEN_CONFIG_FILES))
+def test_broken_config_file_is_named_in_one_line(case, tmp_path):
+  from lettercnn import config_loading  # pylint: disable=g-import-not-at-top
+  from lettercnn import errors  # pylint: disable=g-import-not-at-top
+  source, message = _BROKEN_CONFIG_FILES[case]
+  path = tmp_path / f'{case}.py'
+  path.write_text(source)
+  with pytest.raises(errors.InputError) as raised:
+    config_loading.load_config(str(path), [])
+  assert str(raised.value).startswith(f'config file {str(path)!r}{message}')
+  assert '\n' not in str(raised.value)
+
+
+def test_config_file_syntax_error_is_one_line_not_a_traceback(tmp_path):
+  path = tmp_path / 'typo.py'
+  path.write_text('def get_config():\n  return 1 +\n')
+  result = _main(f'--config={path}', workdir=tmp_path / 'run')
+  assert result.returncode == 2
+  assert 'Traceback' not in result.stderr
+  assert _error_lines(result) == [
+      f"lettercnn: error: config file '{path}' has a syntax error at line 2: "
+      'invalid syntax']
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('num_epochs, fits', [(409044, True),
+                                              (409045, False)])
+def test_total_steps_are_checked_against_int32(num_epochs, fits):
+  """The generated dataset's 5250 training images: 5250 steps an epoch."""
+  from lettercnn import config_checks  # pylint: disable=g-import-not-at-top
+  from lettercnn import config_loading  # pylint: disable=g-import-not-at-top
+  from lettercnn import errors  # pylint: disable=g-import-not-at-top
+  config = config_loading.load_config(
+      'configs/lr_1e-4.py', [f'--config.num_epochs={num_epochs}',
+                             '--config.num_devices=1'])
+  if fits:
+    assert config_checks.check_config(config) == 1
+  else:
+    with pytest.raises(errors.InputError, match=(
+        f'^num_epochs={num_epochs} x 5250 steps per epoch')):
+      config_checks.check_config(config)
+
+
+@pytest.mark.parametrize('workdir', ['', ' '])
+def test_empty_workdir_is_refused(workdir, tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'lettercnn.main',
+       f'--config={REPO_ROOT / "configs" / "lr_1e-4.py"}',
+       f'--workdir={workdir}'], cwd=tmp_path, env={
+           **os.environ, 'PYTHONPATH': str(REPO_ROOT)},
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 2
+  assert _error_lines(result) == [
+      f'lettercnn: error: flag --workdir={workdir}: empty; name a folder, or '
+      'leave --workdir out to train in runs/<config file stem>']
+  assert os.listdir(tmp_path) == []  # No runs/lr_1e-4 made here.

@@ -72,3 +72,38 @@ def test_smooth_policies_follow_their_formula(policy, fields, formula):
   counts = [0, 1, 69, 70, 71, 104, 105, 106, 209]
   expected = [formula(100 * t / TOTAL) for t in counts]
   np.testing.assert_allclose(_rates(config, counts), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize('policy, formula', [
+    ('step', lambda p: 1e-3 * 0.1**math.floor(p / (100 / 3) + 1e-9)),
+    ('multistep', lambda p: 1e-3 * 0.5**((p >= 50) + (p >= 85))),
+    ('exp', lambda p: 1e-3 * 0.95**p),
+    ('inv', lambda p: 1e-3 * (1 + 0.1 * p)**-0.5),
+    ('poly', lambda p: 1e-3 * (1 - p / 100)**3),
+    ('sigmoid', lambda p: 1e-3 / (1 + math.exp(0.1 * (p - 50)))),
+])
+def test_fields_left_none_schedule_as_the_policys_digits_defaults(policy,
+                                                                   formula):
+  config = _config(lr_policy=policy)
+  assert config.lr_decay_factor is None  # As configs/default.py leaves it.
+  counts = [0, 1, 69, 70, 104, 105, 106, 178, 179, 209]
+  expected = [formula(100 * t / TOTAL) for t in counts]
+  np.testing.assert_allclose(_rates(config, counts), expected, rtol=1e-5)
+
+
+def test_sigmoid_default_decays():
+  rates = _rates(_config(lr_policy='sigmoid'), [0, 105, 209])
+  assert rates[0] > 0.99e-3 and rates[1] == pytest.approx(0.5e-3)
+  assert rates[2] < 0.01e-3
+
+
+def test_step_count_past_int32_is_refused_before_any_compilation():
+  """5250 steps an epoch (a counted folder's split): 409044 epochs fit."""
+  from lettercnn import errors  # pylint: disable=g-import-not-at-top
+  fits = _config(num_epochs=(2**31 - 1) // 5250)
+  assert float(schedules.create(fits, 5250)(0)) == pytest.approx(1e-3)
+  with pytest.raises(errors.InputError, match=(
+      r'^num_epochs=409045 x 5250 steps per epoch \(batch_size=1\) is '
+      r'2147486250 training steps, more than the step counter \(int32\) '
+      r'holds, 2147483647')):
+    schedules.create(_config(num_epochs=409045), 5250)

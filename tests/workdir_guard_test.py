@@ -342,3 +342,82 @@ def test_workdir_on_a_disk_that_takes_no_more_bytes(tmp_path, data_dir):
   assert _error_line(stderr) == (
       f'lettercnn: error: workdir {workdir} cannot be written (File too large)')
   assert _snapshot(workdir) == {}
+
+
+def test_policy_fields_recorded_as_none_are_the_same_run(tmp_path):
+  """A None policy field means the policy's default: it matches that value.
+
+  (train.train_and_evaluate records the config it is given; one built by
+  configs/default.get_config() without lettercnn's loading leaves them None.)
+  """
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from lettercnn import config_loading  # pylint: disable=g-import-not-at-top
+  unresolved = default.get_config().to_dict()
+  assert unresolved['lr_decay_factor'] is None
+  status = {'status': 'running', 'step': 0, 'config': unresolved}
+  (tmp_path / 'status.json').write_text(json.dumps(status))
+  resolved = config_loading.load_config('configs/default.py', [])
+  assert workdir_guard.existing_run(resolved, str(tmp_path), 1) == status
+  other = config_loading.load_config('configs/default.py',
+                                     ['--config.lr_decay_factor=0.5'])
+  with pytest.raises(ValueError, match=r'\(lr_decay_factor: 0.1 there vs 0.5 '
+                     'now\\)'):
+    workdir_guard.existing_run(other, str(tmp_path), 1)
+
+
+def test_folder_of_other_files_is_refused_and_left_alone(tmp_path, data_dir):
+  """`--workdir=/`, say: a folder that holds no run is not trained into."""
+  workdir = tmp_path / 'photos'
+  (workdir / 'album').mkdir(parents=True)
+  (workdir / 'notes.txt').write_text('mine')
+  (workdir / workdir_guard.LOCK_FILE).write_text('')
+  before = sorted(p.name for p in workdir.iterdir())
+  exit_code, _, stderr = run_main(workdir, data_dir)
+
+  assert exit_code == 2, stderr[-3000:]
+  assert _error_line(stderr) == (
+      f'lettercnn: error: workdir {workdir} is not empty and holds no '
+      'lettercnn run (it holds album, notes.txt); pass a new or empty folder '
+      'as --workdir')
+  assert sorted(p.name for p in workdir.iterdir()) == before
+  assert (workdir / 'notes.txt').read_text() == 'mine'
+
+
+@pytest.mark.parametrize('entries, foreign', [
+    ((), False),
+    (('log.txt',), False),  # The sweep launcher's, before the run.
+    (('log.txt', workdir_guard.LOCK_FILE), False),
+    (('status.json', 'notes.txt'), False),
+    (('checkpoints/', 'notes.txt'), False),
+    (('best_checkpoint/', 'notes.txt'), False),
+    (('notes.txt',), True),
+    (('log.txt', 'data/'), True),
+])
+def test_which_folders_are_a_runs(tmp_path, entries, foreign):
+  for entry in entries:
+    if entry.endswith('/'):
+      (tmp_path / entry).mkdir()
+    else:
+      (tmp_path / entry).write_text('')
+  if foreign:
+    with pytest.raises(ValueError, match='holds no lettercnn run'):
+      workdir_guard.check_not_foreign(str(tmp_path))
+  else:
+    workdir_guard.check_not_foreign(str(tmp_path))
+
+
+def test_foreign_folder_is_refused_before_the_lock_is_written(tmp_path,
+                                                              monkeypatch):
+  from lettercnn import config_loading  # pylint: disable=g-import-not-at-top
+  (tmp_path / 'notes.txt').write_text('mine')
+  config = config_loading.load_config('configs/default.py', [])
+  locks = []
+  real_locked = workdir_guard.locked
+  monkeypatch.setattr(workdir_guard, 'locked',
+                      lambda workdir: locks.append(workdir) or real_locked(
+                          workdir))
+  with pytest.raises(ValueError, match='holds no lettercnn run'):
+    with workdir_guard.claimed(config, str(tmp_path), 1):
+      pass
+  assert not locks  # Not even a lock file, for a moment.
+  assert os.listdir(tmp_path) == ['notes.txt']

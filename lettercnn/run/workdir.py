@@ -28,6 +28,10 @@ from lettercnn.run import file_lock
 from lettercnn.run import status as run_status
 
 LOCK_FILE = '.lock'
+# What a run folder may hold before its first status.json or checkpoint: the
+# lock, and the log the sweep launcher appends a run's output to
+# (lettercnn.sweep.launch.LOG_FILE) before it launches the run.
+BEFORE_A_RUN = frozenset({LOCK_FILE, 'log.txt'})
 # `lettercnn.main`'s exit status when another process holds the workdir
 # (EX_TEMPFAIL): the sweep reports such a run as busy, not failed.
 BUSY_EXIT_CODE = errors.BUSY
@@ -95,6 +99,7 @@ def claimed(config: ml_collections.ConfigDict, workdir: str,
   with contextlib.ExitStack() as stack:
 
     def claim() -> dict[str, Any] | None:
+      check_not_foreign(workdir)  # Before the lock writes into the folder.
       stack.enter_context(locked(workdir))
       return existing_run(config, workdir, num_devices)
 
@@ -136,6 +141,33 @@ def _has_events(workdir: str) -> bool:
   return bool(glob.glob(os.path.join(workdir, events.EVENT_FILE_PATTERN)))
 
 
+def check_not_foreign(workdir: str) -> None:
+  """Refuses a folder of other files than a lettercnn run's.
+
+  A run's folder holds status.json, checkpoints/ or best_checkpoint/, or
+  TensorBoard events (which `existing_run` names itself), and before those
+  only the files of BEFORE_A_RUN. A missing or empty folder is a new run's.
+
+  Raises:
+    errors.InputError: `workdir` exists and holds anything else alone.
+  """
+  from lettercnn.run import checkpoints as checkpointing  # pylint: disable=g-import-not-at-top
+  try:
+    entries = set(os.listdir(workdir))
+  except OSError:  # Missing, or a file: `locked` makes it or names it.
+    return
+  ours = {run_status.STATUS_FILE, checkpointing.CHECKPOINT_DIR,
+          checkpointing.BEST_DIR}
+  if entries & ours or entries <= BEFORE_A_RUN or _has_events(workdir):
+    return
+  others = sorted(entries - BEFORE_A_RUN)
+  shown = ', '.join(others[:3]) + (f' and {len(others) - 3} more'
+                                   if len(others) > 3 else '')
+  raise errors.InputError(
+      f'workdir {workdir} is not empty and holds no lettercnn run (it holds '
+      f'{shown}); pass a new or empty folder as --workdir')
+
+
 def existing_run(config: ml_collections.ConfigDict, workdir: str,
                  num_devices: int) -> dict[str, Any] | None:
   """The status of the run already in `workdir`, if any (hold its lock).
@@ -145,8 +177,9 @@ def existing_run(config: ml_collections.ConfigDict, workdir: str,
 
   Raises:
     errors.InputError: the run there has another config or device count
-      (resuming it would silently mix two experiments), or nothing tells
-      which config wrote what the folder holds.
+      (resuming it would silently mix two experiments), nothing tells
+      which config wrote what the folder holds, or the folder holds no run
+      but other files (`check_not_foreign`).
   """
   try:
     status, problem = run_status.read(workdir), None
@@ -157,6 +190,7 @@ def existing_run(config: ml_collections.ConfigDict, workdir: str,
     status = _status_from_checkpoints(workdir)
   if status is None:
     if problem is None and not _has_events(workdir):
+      check_not_foreign(workdir)
       return None
     raise errors.InputError(
         f'workdir {workdir} holds '
@@ -178,10 +212,25 @@ def existing_run(config: ml_collections.ConfigDict, workdir: str,
 _DEVICE_FIELDS = frozenset({'num_devices', 'cpu_devices'})
 
 
+def _as_recorded(config: dict[str, Any]) -> dict[str, Any]:
+  """`config` as status.json holds it, its policy fields left None resolved.
+
+  (Tuples become lists.) A None policy field means the policy's default
+  (lettercnn.optim.schedules.settings), so it compares as that value.
+  """
+  # Imported here: it imports JAX, which the sweep's calls of `main` do not
+  # need.
+  from lettercnn.optim import schedules  # pylint: disable=g-import-not-at-top
+  resolved = schedules.settings(config)._asdict()
+  filled = {k: v for k, v in resolved.items() if k in config
+            and config[k] is None}
+  return json.loads(json.dumps({**config, **filled}))
+
+
 def _check_same_run(status: dict[str, Any], config: ml_collections.ConfigDict,
                     workdir: str, num_devices: int) -> None:
-  # As status.json holds it: tuples become lists.
-  saved, current = status['config'], json.loads(json.dumps(config.to_dict()))
+  saved = _as_recorded(status['config'])
+  current = _as_recorded(config.to_dict())
   differences = [f'{k}: {saved.get(k)!r} there vs {current.get(k)!r} now'
                  for k in sorted((set(saved) | set(current)) - _DEVICE_FIELDS)
                  if saved.get(k) != current.get(k)]
