@@ -17,6 +17,7 @@ import pytest
 from lettercnn.classify import classify
 from lettercnn.classify import inputs as classify_inputs
 from lettercnn import errors
+from lettercnn.run import checkpoints as checkpointing
 from lettercnn.classify import export as export_split
 from lettercnn.data import input_pipeline
 from lettercnn.run import inputs as run_inputs
@@ -247,10 +248,12 @@ def test_unreadable_image_is_named_unless_skip_bad(run, tmp_path):
 
 
 def _set_model(workdir: pathlib.Path, step: int, model: str) -> None:
-  """Rewrites the model name saved in a checkpoint's metadata."""
+  """Rewrites the model name saved in a checkpoint's metadata, and its
+  SHA-256 with it, as a checkpoint of that model would hold them."""
   path = workdir / 'checkpoints' / str(step) / 'meta' / 'metadata'
   meta = json.loads(path.read_text())
   meta['config']['model'] = model
+  meta['meta_sha256'] = checkpointing.meta_digest(meta)
   path.write_text(json.dumps(meta))
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 from conftest import load_config
@@ -177,6 +178,38 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path):
   assert snapshot.arrays['w'].tolist() == [10.0, 10.0, 10.0]
   assert snapshot.meta == {'step': 10}
   assert os.path.isdir(tmp_path / 'corrupt_checkpoints' / '20')
+
+
+class _RaisesWhenDeleted:
+  """Python reports its error to sys.unraisablehook, as it does tensorstore's
+  callbacks'."""
+
+  def __init__(self, message):
+    self.message = message
+
+  def __del__(self):
+    raise RuntimeError(self.message)
+
+
+def test_a_corrupt_checkpoints_abandoned_reads_stay_out_of_the_log(
+    tmp_path, monkeypatch, capsys):
+  """Tensorstore's late callbacks on orbax's closed event loop are dropped."""
+  monkeypatch.setattr(sys, 'unraisablehook', sys.__unraisablehook__)
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  for step in (10, 20):
+    checkpointer.save(checkpointing.Snapshot(
+        step=step, arrays={'w': np.full(3, step, np.float32)}, meta={}))
+  for path in (tmp_path / 'checkpoints' / '20' / 'arrays').rglob('*'):
+    if path.is_file():
+      path.write_bytes(b'')
+  assert checkpointing.Checkpointer(str(tmp_path)).restore_latest(
+      {'w': np.zeros(3, np.float32)}).step == 10
+  capsys.readouterr()
+
+  _RaisesWhenDeleted('Event loop is closed')
+  assert 'Event loop is closed' not in capsys.readouterr().err
+  _RaisesWhenDeleted('something else')
+  assert 'something else' in capsys.readouterr().err
 
 
 def test_checksum_catches_silently_changed_arrays(tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from typing import Any
 
 from absl import logging
@@ -176,6 +177,28 @@ def _manager(directory: str, max_to_keep: int | None) -> ocp.CheckpointManager:
           create=True, cleanup_tmp_directories=True))
 
 
+def _quiet_abandoned_reads() -> None:
+  """Keeps the reads a failed restore abandoned from filling the log.
+
+  Tensorstore finishes them after orbax has closed its event loop, and
+  Python reports each of their callbacks as an unraisable
+  `RuntimeError: Event loop is closed`; the checkpoint is set aside with its
+  own one-line reason. Other unraisable errors are reported as before.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_abandoned_reads', False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError)
+            and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.drops_abandoned_reads = True
+  sys.unraisablehook = hook
+
+
 def _read_verified(manager: ocp.CheckpointManager,
                    step: int) -> tuple[Any, dict[str, Any]]:
   """(arrays, meta) of the checkpoint at `step`, its arrays verified.
@@ -189,6 +212,7 @@ def _read_verified(manager: ocp.CheckpointManager,
         arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
   except Exception as e:  # pylint: disable=broad-except
     # A missing or unreadable file; orbax and tensorstore raise many types.
+    _quiet_abandoned_reads()
     raise _UnreadableCheckpoint(f'{type(e).__name__}: {str(e)[:200]}') from e
   meta = _verified_meta(restored['meta'])
   if meta.pop('arrays_sha256', None) != array_digest(restored['arrays']):
