@@ -32,6 +32,8 @@ STEPS_PER_EPOCH = 75
 _LAUNCH_TIMEOUT_S = 240
 # How soon process 0 must exit once process 1 has died.
 _DEATH_NOTICED_S = 30
+# How soon process 1 must exit once process 0, the coordinator, has died.
+_COORDINATOR_DEATH_NOTICED_S = 60
 
 _RUN_MODULE = """
 import runpy, sys
@@ -69,6 +71,27 @@ def requested(self):
   _calls[0] += 1
   if _calls[0] == {number}:
     os.kill(os.getpid(), {int(signum)})
+  return _requested(self)
+signals.StopSignals.requested = requested
+"""
+
+
+def _exit_at_check(number: int) -> str:
+  """Python that ends its process normally (exit code 0) at a stop check.
+
+  It prints `leaving at TIME` first, TIME from time.time().
+  """
+  return f"""
+import sys
+import time
+from lettercnn.run import signals
+_requested = signals.StopSignals.requested
+_calls = [0]
+def requested(self):
+  _calls[0] += 1
+  if _calls[0] == {number}:
+    print(f'leaving at {{time.time()}}', file=sys.stderr, flush=True)
+    sys.exit(0)
   return _requested(self)
 signals.StopSignals.requested = requested
 """
@@ -256,6 +279,51 @@ def test_a_process_that_dies_stops_the_other(tmp_path, data_dir):
     launch.kill()
   assert ('another process of this run most likely died' in launch.stderr(0)
           or 'another task died' in launch.stderr(0)), launch.stderr(0)[-3000:]
+
+
+def _error_lines(text: str) -> list[str]:
+  return [line for line in text.splitlines()
+          if line.startswith('lettercnn: error:')]
+
+
+def test_a_process_that_ends_early_does_not_leave_the_other_waiting(
+    tmp_path, data_dir):
+  from lettercnn import distributed  # pylint: disable=g-import-not-at-top
+  workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
+  logs.mkdir()
+  # Process 1 ends normally mid-run, while process 0 goes on into the next
+  # collective: process 1 waits in the shutdown barrier, process 0 for it.
+  launch = _Launch(workdir, data_dir, logs, faults=('', _exit_at_check(3)))
+  try:
+    assert launch.processes[1].wait(_LAUNCH_TIMEOUT_S) == 1, (
+        launch.stderr(1)[-3000:])
+    ended = time.time()
+    assert launch.processes[0].wait(_DEATH_NOTICED_S) == 1, (
+        launch.stderr(0)[-3000:])
+  finally:
+    launch.kill()
+  left = float(re.search(r'leaving at ([\d.]+)', launch.stderr(1)).group(1))
+  assert ended - left < distributed.SHUTDOWN_TIMEOUT_S + 15
+  assert len(_error_lines(launch.stderr(1))) == 1, launch.stderr(1)[-3000:]
+  assert 'did not end within' in launch.stderr(1)
+  assert len(_error_lines(launch.stderr(0))) == 1, launch.stderr(0)[-3000:]
+  assert 'another process of this run most likely died' in launch.stderr(0)
+
+
+def test_the_coordinator_dying_stops_the_other(tmp_path, data_dir):
+  workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
+  logs.mkdir()
+  launch = _Launch(workdir, data_dir, logs,
+                   faults=(_signal_self_at_check(3, signal.SIGKILL), ''))
+  try:
+    assert launch.processes[0].wait(_LAUNCH_TIMEOUT_S) == -signal.SIGKILL
+    assert launch.processes[1].wait(_COORDINATOR_DEATH_NOTICED_S) == 1, (
+        launch.stderr(1)[-3000:])
+  finally:
+    launch.kill()
+  errors = _error_lines(launch.stderr(1))
+  assert len(errors) == 1, launch.stderr(1)[-3000:]
+  assert 'another process of this run most likely died' in errors[0]
 
 
 def test_process_shares_split_every_batch_as_one_process_feeds_it(
