@@ -17,7 +17,9 @@ leave the others waiting: `agreed` shares each process's outcome of a step
 with the others (`multihost_utils.process_allgather`), so all raise the same
 error. A process that dies instead (a crash, SIGKILL) stops sending
 heartbeats, and the coordination service aborts the others within
-`HEARTBEAT_TIMEOUT_S`.
+`HEARTBEAT_TIMEOUT_S`. A process that ends waits for the others at exit for
+at most `SHUTDOWN_TIMEOUT_S`, then exits alone, which fails any collective
+that another is still waiting in.
 """
 
 import atexit
