@@ -30,6 +30,12 @@ RUN = ['--config.examples_per_class=20', '--config.num_epochs=4',
 STEPS_PER_EPOCH = 75
 # The longest a launch of both processes may take, start-up included.
 _LAUNCH_TIMEOUT_S = 240
+# How far the first epoch's parameters may be from those of one device
+# training the same global batch. The two sum the batch's gradients in a
+# different order; the first epoch at this rate amplifies that rounding to
+# at most about 6e-4 in any parameter, while without the processes' gradient
+# mean every array differs by more than 1.5e-2.
+_ONE_DEVICE_ATOL = 5e-3
 # How soon process 0 must exit once process 1 has died.
 _DEATH_NOTICED_S = 30
 # How soon process 1 must exit once process 0, the coordinator, has died.
@@ -43,6 +49,18 @@ runpy.run_module('lettercnn.main', run_name='__main__')
 
 # Process 0 blocks after its checkpoint of the second epoch, so that the
 # test kills both processes while the run is mid-way, never after its end.
+# A run ends (exit code 0) once it has saved the first epoch's checkpoint.
+_END_AFTER_FIRST_CHECKPOINT = """
+import os
+from lettercnn.run import checkpoints as checkpointing
+_save = checkpointing.Checkpointer.save
+def save(self, snapshot):
+  _save(self, snapshot)
+  if snapshot.step >= {steps}:
+    os._exit(0)
+checkpointing.Checkpointer.save = save
+""".format(steps=STEPS_PER_EPOCH)
+
 _HANG_AFTER_SECOND_CHECKPOINT = """
 import time
 from lettercnn.run import checkpoints as checkpointing
@@ -151,14 +169,25 @@ class _Launch:
     return self.logs[index][1].read_text()
 
 
-def _start_reference(workdir, data_dir) -> subprocess.Popen:
+def _start_reference(workdir, data_dir, overrides=(),
+                     fault='') -> subprocess.Popen:
   """One process with two devices (conftest's XLA_FLAGS), the same run."""
-  return subprocess.Popen([sys.executable, '-m', 'lettercnn.main',
+  return subprocess.Popen([sys.executable, '-c', fault + _RUN_MODULE,
                            '--config=configs/lr_1e-3.py',
                            f'--workdir={workdir}',
-                           f'--config.data_dir={data_dir}', *RUN],
+                           f'--config.data_dir={data_dir}', *RUN, *overrides],
                           cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
+
+
+def _params_at(workdir, step: int) -> dict:
+  """The parameters of WORKDIR's checkpoint at `step`."""
+  from lettercnn.run import checkpoints as checkpointing  # pylint: disable=g-import-not-at-top
+  reader = checkpointing.CheckpointReader(workdir)
+  try:
+    return reader.read(step).arrays['state']['params']
+  finally:
+    reader.close()
 
 
 def _checkpoint_steps(workdir) -> list[int]:
@@ -175,9 +204,16 @@ def _event_file_pids(workdir) -> set[int]:
 
 def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
     tmp_path, data_dir):
-  # The reference trains beside the first launch, which mostly waits.
+  # The references train beside the first launch, which mostly waits.
   reference_dir = str(tmp_path / 'reference')
   reference_run = _start_reference(reference_dir, data_dir)
+  # The same global batch on one device: its gradient is the mean over the
+  # whole batch, as the processes' gradient mean must give it.
+  one_device_dir = str(tmp_path / 'one_device')
+  one_device_run = _start_reference(
+      one_device_dir, data_dir,
+      ['--config.num_devices=1', '--config.cpu_devices=1'],
+      fault=_END_AFTER_FIRST_CHECKPOINT)
   workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
   logs.mkdir()
 
@@ -194,6 +230,18 @@ def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
   for process in killed.processes:
     process.send_signal(signal.SIGKILL)
   assert killed.wait() == [-signal.SIGKILL] * 2
+  # The first epoch's parameters are the one-device run's, up to rounding:
+  # without the gradient mean each process would follow its own half.
+  _, one_device_log = one_device_run.communicate(timeout=_LAUNCH_TIMEOUT_S)
+  assert one_device_run.returncode == 0, one_device_log[-3000:]
+  assert read_status(one_device_dir)['num_devices'] == 1
+  params = _params_at(workdir, STEPS_PER_EPOCH)
+  one_device = _params_at(one_device_dir, STEPS_PER_EPOCH)
+  for layer in params:
+    for name in params[layer]:
+      np.testing.assert_allclose(params[layer][name], one_device[layer][name],
+                                 rtol=0, atol=_ONE_DEVICE_ATOL,
+                                 err_msg=f'{layer}/{name}')
   assert read_status(workdir)['status'] == 'running'
 
   # 2. SIGTERM to process 1 alone, at its 4th stop check after resuming:
