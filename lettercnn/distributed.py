@@ -17,13 +17,17 @@ leave the others waiting: `agreed` shares each process's outcome of a step
 with the others (`multihost_utils.process_allgather`), so all raise the same
 error. A process that dies instead (a crash, SIGKILL) stops sending
 heartbeats, and the coordination service aborts the others within
-`HEARTBEAT_TIMEOUT_S`.
+`HEARTBEAT_TIMEOUT_S`. A process that ends waits for the others at exit for
+at most `SHUTDOWN_TIMEOUT_S`, then exits alone, which fails any collective
+that another is still waiting in.
 """
 
+import atexit
 import json
 import logging as python_logging
 import os
 import sys
+import threading
 from typing import Any, Callable, TypeVar
 
 from absl import logging
@@ -38,6 +42,13 @@ _T = TypeVar('_T')
 # How long the coordination service waits for a silent process before it
 # aborts the others: a dead process stops them within about this time.
 HEARTBEAT_TIMEOUT_S = 20
+# How long a process that ends waits in jax.distributed's shutdown barrier
+# for the others to end too, before it exits alone with one error line (its
+# exit then fails the collective that any other is stuck in).
+SHUTDOWN_TIMEOUT_S = 30
+# The coordination service's own limit on that barrier, past which it aborts
+# every process with a stack dump: later than ours, so ours comes first.
+_SERVICE_SHUTDOWN_TIMEOUT_S = 2 * SHUTDOWN_TIMEOUT_S
 
 class RemoteInputError(errors.InputError):
   """Another process's InputError, raised here so that every process stops."""
@@ -59,11 +70,15 @@ def initialize(coordinator_address: str | None, num_processes: int | None,
   try:
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes,
-        process_id=process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+        process_id=process_id, heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+        shutdown_timeout_seconds=_SERVICE_SHUTDOWN_TIMEOUT_S)
   except (RuntimeError, ValueError) as e:
     reason = ' '.join(str(e).split())[:300]
     raise errors.InputError(
         f'--distributed: cannot start jax.distributed ({reason})') from e
+  # Registered after JAX's own exit handler, so it runs first, and that
+  # handler's shutdown then has nothing left to do.
+  atexit.register(_shut_down_within, SHUTDOWN_TIMEOUT_S)
   if not is_primary():
     # Progress and results are process 0's to print; warnings still show.
     logging.set_verbosity(logging.WARNING)
@@ -94,6 +109,30 @@ def quiet_libraries() -> None:
   """
   if not logging.vlog_is_on(1):
     logging.get_absl_handler().addFilter(_on_console)
+
+
+def _shut_down_within(timeout_s: float) -> None:
+  """Leaves jax.distributed at exit, or exits FAILED after `timeout_s`.
+
+  jax.distributed's shutdown is a barrier of every process. A process whose
+  peer never reaches it (stuck in a collective that this process left, or
+  still running) prints one line and exits without it.
+  """
+  done = threading.Event()
+
+  def shut_down():
+    try:
+      jax.distributed.shutdown()
+    finally:
+      done.set()
+
+  threading.Thread(target=shut_down, daemon=True).start()
+  if not done.wait(timeout_s):
+    print(f'lettercnn: error: process {jax.process_index()} ended, but the '
+          f'other processes of this run did not end within {timeout_s:g} s '
+          '(one is stuck or still training): exiting without them',
+          file=sys.stderr, flush=True)
+    os._exit(errors.FAILED)  # pylint: disable=protected-access
 
 
 def is_primary() -> bool:

@@ -113,9 +113,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if jax.process_count() == 1:
       raise
     # In a multi-process run, most often a collective that failed because
-    # another process died. Exit now: at a normal exit jax.distributed's
-    # shutdown barrier would wait for the dead process until its heartbeat
-    # timeout.
+    # another process died. Exit now: a normal exit would wait for the dead
+    # process in jax.distributed's shutdown barrier, for up to
+    # distributed.SHUTDOWN_TIMEOUT_S, and then print a second line.
     logging.exception('Process %d failed.', jax.process_index())
     print(f'lettercnn: error: process {jax.process_index()} failed '
           f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); when a '

@@ -30,8 +30,16 @@ RUN = ['--config.examples_per_class=20', '--config.num_epochs=4',
 STEPS_PER_EPOCH = 75
 # The longest a launch of both processes may take, start-up included.
 _LAUNCH_TIMEOUT_S = 240
+# How far the first epoch's parameters may be from those of one device
+# training the same global batch. The two sum the batch's gradients in a
+# different order; the first epoch at this rate amplifies that rounding to
+# at most about 6e-4 in any parameter, while without the processes' gradient
+# mean every array differs by more than 1.5e-2.
+_ONE_DEVICE_ATOL = 5e-3
 # How soon process 0 must exit once process 1 has died.
 _DEATH_NOTICED_S = 30
+# How soon process 1 must exit once process 0, the coordinator, has died.
+_COORDINATOR_DEATH_NOTICED_S = 60
 
 _RUN_MODULE = """
 import runpy, sys
@@ -41,6 +49,18 @@ runpy.run_module('lettercnn.main', run_name='__main__')
 
 # Process 0 blocks after its checkpoint of the second epoch, so that the
 # test kills both processes while the run is mid-way, never after its end.
+# A run ends (exit code 0) once it has saved the first epoch's checkpoint.
+_END_AFTER_FIRST_CHECKPOINT = """
+import os
+from lettercnn.run import checkpoints as checkpointing
+_save = checkpointing.Checkpointer.save
+def save(self, snapshot):
+  _save(self, snapshot)
+  if snapshot.step >= {steps}:
+    os._exit(0)
+checkpointing.Checkpointer.save = save
+""".format(steps=STEPS_PER_EPOCH)
+
 _HANG_AFTER_SECOND_CHECKPOINT = """
 import time
 from lettercnn.run import checkpoints as checkpointing
@@ -69,6 +89,27 @@ def requested(self):
   _calls[0] += 1
   if _calls[0] == {number}:
     os.kill(os.getpid(), {int(signum)})
+  return _requested(self)
+signals.StopSignals.requested = requested
+"""
+
+
+def _exit_at_check(number: int) -> str:
+  """Python that ends its process normally (exit code 0) at a stop check.
+
+  It prints `leaving at TIME` first, TIME from time.time().
+  """
+  return f"""
+import sys
+import time
+from lettercnn.run import signals
+_requested = signals.StopSignals.requested
+_calls = [0]
+def requested(self):
+  _calls[0] += 1
+  if _calls[0] == {number}:
+    print(f'leaving at {{time.time()}}', file=sys.stderr, flush=True)
+    sys.exit(0)
   return _requested(self)
 signals.StopSignals.requested = requested
 """
@@ -128,14 +169,25 @@ class _Launch:
     return self.logs[index][1].read_text()
 
 
-def _start_reference(workdir, data_dir) -> subprocess.Popen:
+def _start_reference(workdir, data_dir, overrides=(),
+                     fault='') -> subprocess.Popen:
   """One process with two devices (conftest's XLA_FLAGS), the same run."""
-  return subprocess.Popen([sys.executable, '-m', 'lettercnn.main',
+  return subprocess.Popen([sys.executable, '-c', fault + _RUN_MODULE,
                            '--config=configs/lr_1e-3.py',
                            f'--workdir={workdir}',
-                           f'--config.data_dir={data_dir}', *RUN],
+                           f'--config.data_dir={data_dir}', *RUN, *overrides],
                           cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
+
+
+def _params_at(workdir, step: int) -> dict:
+  """The parameters of WORKDIR's checkpoint at `step`."""
+  from lettercnn.run import checkpoints as checkpointing  # pylint: disable=g-import-not-at-top
+  reader = checkpointing.CheckpointReader(workdir)
+  try:
+    return reader.read(step).arrays['state']['params']
+  finally:
+    reader.close()
 
 
 def _checkpoint_steps(workdir) -> list[int]:
@@ -152,9 +204,16 @@ def _event_file_pids(workdir) -> set[int]:
 
 def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
     tmp_path, data_dir):
-  # The reference trains beside the first launch, which mostly waits.
+  # The references train beside the first launch, which mostly waits.
   reference_dir = str(tmp_path / 'reference')
   reference_run = _start_reference(reference_dir, data_dir)
+  # The same global batch on one device: its gradient is the mean over the
+  # whole batch, as the processes' gradient mean must give it.
+  one_device_dir = str(tmp_path / 'one_device')
+  one_device_run = _start_reference(
+      one_device_dir, data_dir,
+      ['--config.num_devices=1', '--config.cpu_devices=1'],
+      fault=_END_AFTER_FIRST_CHECKPOINT)
   workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
   logs.mkdir()
 
@@ -171,6 +230,18 @@ def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
   for process in killed.processes:
     process.send_signal(signal.SIGKILL)
   assert killed.wait() == [-signal.SIGKILL] * 2
+  # The first epoch's parameters are the one-device run's, up to rounding:
+  # without the gradient mean each process would follow its own half.
+  _, one_device_log = one_device_run.communicate(timeout=_LAUNCH_TIMEOUT_S)
+  assert one_device_run.returncode == 0, one_device_log[-3000:]
+  assert read_status(one_device_dir)['num_devices'] == 1
+  params = _params_at(workdir, STEPS_PER_EPOCH)
+  one_device = _params_at(one_device_dir, STEPS_PER_EPOCH)
+  for layer in params:
+    for name in params[layer]:
+      np.testing.assert_allclose(params[layer][name], one_device[layer][name],
+                                 rtol=0, atol=_ONE_DEVICE_ATOL,
+                                 err_msg=f'{layer}/{name}')
   assert read_status(workdir)['status'] == 'running'
 
   # 2. SIGTERM to process 1 alone, at its 4th stop check after resuming:
@@ -209,7 +280,7 @@ def test_two_processes_train_as_one_and_resume_after_sigkill_and_sigterm(
   assert finished.pids[0] in _event_file_pids(workdir)
   assert glob.glob(os.path.join(workdir, '**', 'status.json'),
                    recursive=True) == [os.path.join(workdir, 'status.json')]
-  assert 'converged' in finished.stdout(0)
+  assert f'{workdir}: {status["status"]} at epoch 4.00' in finished.stdout(0)
   for launch in (killed, stopped, finished):
     # gloo's own C++ prints a line on connecting; lettercnn prints nothing.
     assert [line for line in launch.stdout(1).splitlines()
@@ -256,6 +327,51 @@ def test_a_process_that_dies_stops_the_other(tmp_path, data_dir):
     launch.kill()
   assert ('another process of this run most likely died' in launch.stderr(0)
           or 'another task died' in launch.stderr(0)), launch.stderr(0)[-3000:]
+
+
+def _error_lines(text: str) -> list[str]:
+  return [line for line in text.splitlines()
+          if line.startswith('lettercnn: error:')]
+
+
+def test_a_process_that_ends_early_does_not_leave_the_other_waiting(
+    tmp_path, data_dir):
+  from lettercnn import distributed  # pylint: disable=g-import-not-at-top
+  workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
+  logs.mkdir()
+  # Process 1 ends normally mid-run, while process 0 goes on into the next
+  # collective: process 1 waits in the shutdown barrier, process 0 for it.
+  launch = _Launch(workdir, data_dir, logs, faults=('', _exit_at_check(3)))
+  try:
+    assert launch.processes[1].wait(_LAUNCH_TIMEOUT_S) == 1, (
+        launch.stderr(1)[-3000:])
+    ended = time.time()
+    assert launch.processes[0].wait(_DEATH_NOTICED_S) == 1, (
+        launch.stderr(0)[-3000:])
+  finally:
+    launch.kill()
+  left = float(re.search(r'leaving at ([\d.]+)', launch.stderr(1)).group(1))
+  assert ended - left < distributed.SHUTDOWN_TIMEOUT_S + 15
+  assert len(_error_lines(launch.stderr(1))) == 1, launch.stderr(1)[-3000:]
+  assert 'did not end within' in launch.stderr(1)
+  assert len(_error_lines(launch.stderr(0))) == 1, launch.stderr(0)[-3000:]
+  assert 'another process of this run most likely died' in launch.stderr(0)
+
+
+def test_the_coordinator_dying_stops_the_other(tmp_path, data_dir):
+  workdir, logs = str(tmp_path / 'run'), tmp_path / 'logs'
+  logs.mkdir()
+  launch = _Launch(workdir, data_dir, logs,
+                   faults=(_signal_self_at_check(3, signal.SIGKILL), ''))
+  try:
+    assert launch.processes[0].wait(_LAUNCH_TIMEOUT_S) == -signal.SIGKILL
+    assert launch.processes[1].wait(_COORDINATOR_DEATH_NOTICED_S) == 1, (
+        launch.stderr(1)[-3000:])
+  finally:
+    launch.kill()
+  errors = _error_lines(launch.stderr(1))
+  assert len(errors) == 1, launch.stderr(1)[-3000:]
+  assert 'another process of this run most likely died' in errors[0]
 
 
 def test_process_shares_split_every_batch_as_one_process_feeds_it(
