@@ -24,6 +24,7 @@ def test_the_console_shows_the_run_not_every_scalar(tmp_path, data_dir):
   assert len([l for l in log if '] Epoch 1/1: train loss' in l]) == 1
   assert not [l for l in log if 'logging_writer.py' in l], quiet.stderr
   assert not [l for l in log if "backend 'tpu'" in l], quiet.stderr
+  assert not [l for l in log if 'oneDNN' in l], quiet.stderr
   assert not [l for l in log if '] Reusing dataset' in l], quiet.stderr
   assert quiet.stdout.splitlines() == [
       f'workdir: {tmp_path / "quiet"}',
