@@ -86,19 +86,6 @@ def _check_lr_policy(config: ml_collections.ConfigDict) -> None:
              "(0, 100) for lr_policy='multistep'")
 
 
-# The step counters (the train state's and optax's) are int32.
-MAX_TOTAL_STEPS = int(np.iinfo(np.int32).max)
-
-
-def check_total_steps(config: ml_collections.ConfigDict,
-                      steps_per_epoch: int) -> None:
-  """Raises InputError if num_epochs x `steps_per_epoch` overflows int32."""
-  total = config.num_epochs * steps_per_epoch
-  _require(total <= MAX_TOTAL_STEPS,
-           f'num_epochs={config.num_epochs} x {steps_per_epoch} steps per '
-           f'epoch (batch_size={config.batch_size}) is {total} training steps,'
-           f' more than the step counter (int32) holds, {MAX_TOTAL_STEPS}; '
-           'lower num_epochs or raise batch_size')
 
 
 def check_cpu_devices(config: ml_collections.ConfigDict) -> None:
@@ -186,7 +173,7 @@ def check_config(config: ml_collections.ConfigDict) -> int:
   _check_memory(config, num_devices)
   num_train = _num_train(config)
   if num_train is not None:  # Else checked once the split is counted.
-    check_total_steps(config, num_train // config.batch_size)
+    schedules.check_total_steps(config, num_train // config.batch_size)
   return num_devices
 
 

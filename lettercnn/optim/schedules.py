@@ -34,7 +34,10 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
+
+from lettercnn import errors
 
 POLICIES = ('fixed', 'step', 'multistep', 'exp', 'inv', 'poly', 'sigmoid')
 
@@ -101,17 +104,31 @@ def _piecewise(lr: float, gamma: float, percents: list[float],
                              if 0 < b < total_steps})
 
 
+# The step counters (the train state's and optax's) are int32.
+MAX_TOTAL_STEPS = int(np.iinfo(np.int32).max)
+
+
+def check_total_steps(config: ml_collections.ConfigDict,
+                      steps_per_epoch: int) -> None:
+  """Raises InputError if num_epochs x `steps_per_epoch` overflows int32."""
+  total = config.num_epochs * steps_per_epoch
+  if total > MAX_TOTAL_STEPS:
+    raise errors.InputError(
+        f'num_epochs={config.num_epochs} x {steps_per_epoch} steps per '
+        f'epoch (batch_size={config.batch_size}) is {total} training steps,'
+        f' more than the step counter (int32) holds, {MAX_TOTAL_STEPS}; '
+        'lower num_epochs or raise batch_size')
+
+
 def create(config: ml_collections.ConfigDict,
            steps_per_epoch: int) -> optax.Schedule:
   """The schedule of `config.lr_policy` over the run's num_epochs.
 
   Raises:
     errors.InputError: the run's step count does not fit the step counter
-      (`config_checks.check_total_steps`).
+      (`check_total_steps`).
   """
-  # Imported here: config_checks imports this module.
-  from lettercnn import config_checks  # pylint: disable=g-import-not-at-top
-  config_checks.check_total_steps(config, steps_per_epoch)
+  check_total_steps(config, steps_per_epoch)
   total_steps = config.num_epochs * steps_per_epoch
   resolved = settings(config)
   lr, gamma = config.learning_rate, resolved.lr_decay_factor
