@@ -382,9 +382,11 @@ def test_intact_checkpoint_of_other_shapes_is_refused_and_kept(
   assert not os.path.exists(tmp_path / 'corrupt_checkpoints')
 
 
-# SIGINT outside the training steps, where Python raises KeyboardInterrupt.
+# SIGINT outside the training steps, where Python raises KeyboardInterrupt
+# (as in a terminal: a job started in the background inherits SIGINT ignored).
 _SIGINT_AT_START_UP = """
     import os, signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from lettercnn import train
     def init(self, *args, **kwargs):
       os.kill(os.getpid(), signal.SIGINT)
@@ -394,6 +396,7 @@ _SIGINT_AT_START_UP = """
     """
 _SIGINT_IN_THE_FINAL_EVALUATION = """
     import os, signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from lettercnn import train
     def confusion(*args, **kwargs):
       os.kill(os.getpid(), signal.SIGINT)
