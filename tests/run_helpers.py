@@ -109,3 +109,13 @@ def run_selected_cases(request, test_name, param, run):
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     return {tuple(v) if isinstance(v, list) else v: result
             for v, result in zip(values, pool.map(run, values))}
+
+
+def allowed_cpus(workdir) -> set[int]:
+  """The CPUs a fake sweep run was allowed, from the Cpus_allowed_list
+  ("0-3,6") it wrote to WORKDIR/cpus."""
+  cpus = set()
+  for part in (workdir / 'cpus').read_text().strip().split(','):
+    first, _, last = part.partition('-')
+    cpus.update(range(int(first), int(last or first) + 1))
+  return cpus

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from lettercnn.run import workdir as workdir_guard
+from run_helpers import allowed_cpus
 from lettercnn.sweep import grid
 from lettercnn.sweep import launch
 
@@ -67,15 +68,6 @@ def _point(name: str, *overrides: str) -> grid.Run:
   return grid.Run(name, f'configs/{name}.py', overrides)
 
 
-def _cpus(workdir: pathlib.Path) -> set[int]:
-  """The CPUs a fake run was allowed, from its Cpus_allowed_list ("0-3,6")."""
-  cpus = set()
-  for part in (workdir / 'cpus').read_text().strip().split(','):
-    first, _, last = part.partition('-')
-    cpus.update(range(int(first), int(last or first) + 1))
-  return cpus
-
-
 def _time(workdir: pathlib.Path, which: str) -> float:
   return float((workdir / which).read_text())
 
@@ -103,10 +95,10 @@ def test_slots_are_reused_and_pinned_to_disjoint_cpus(sweep_dir, trainer,
   assert not scheduler.running and not scheduler.failures
   # a and b ran at once, each on its own slot's CPUs.
   assert _time(b, 'start') < _time(a, 'end')
-  assert (_cpus(a), _cpus(b)) == (set(sets[0]), set(sets[1]))
+  assert (allowed_cpus(a), allowed_cpus(b)) == (set(sets[0]), set(sets[1]))
   # c waited for a free slot, b's, while a still ran, and took b's CPUs.
   assert _time(b, 'end') <= _time(c, 'start') < _time(a, 'end')
-  assert _cpus(c) == set(sets[1])
+  assert allowed_cpus(c) == set(sets[1])
   assert f'[sweep] c: started on CPUs {",".join(map(str, sets[1]))}' in (
       capsys.readouterr().out)
 

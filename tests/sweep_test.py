@@ -16,6 +16,7 @@ import time
 
 from PIL import Image
 import pytest
+from run_helpers import allowed_cpus
 from run_helpers import run_selected_cases
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -293,15 +294,6 @@ def test_parallel_runs_overlap(tmp_path, fake_python, configs):
   assert start_a < start_b < end_a
 
 
-def _cpus(workdir: pathlib.Path) -> set[int]:
-  """The CPUs a fake run was allowed, from its Cpus_allowed_list ("0-3,6")."""
-  cpus = set()
-  for part in (workdir / 'cpus').read_text().strip().split(','):
-    first, _, last = part.partition('-')
-    cpus.update(range(int(first), int(last or first) + 1))
-  return cpus
-
-
 def test_parallel_runs_get_disjoint_cpus(tmp_path, fake_python, configs):
   if len(os.sched_getaffinity(0)) < 2:
     pytest.skip('pinning two runs apart needs two CPUs')
@@ -313,14 +305,14 @@ def test_parallel_runs_get_disjoint_cpus(tmp_path, fake_python, configs):
   assert 'started on CPUs' in result.stdout, result.stdout
   runs = [sweep_dir / stem for stem in ('lr_a', 'lr_b', 'lr_fail')]
   for i, run in enumerate(runs):
-    assert _cpus(run) and _cpus(run) <= os.sched_getaffinity(0)
+    assert allowed_cpus(run) and allowed_cpus(run) <= os.sched_getaffinity(0)
     for other in runs[i + 1:]:
       start, end = read_times(run)
       other_start, other_end = read_times(other)
       if start < other_end and other_start < end:  # They ran at once.
-        assert not _cpus(run) & _cpus(other), (run.name, other.name)
+        assert not allowed_cpus(run) & allowed_cpus(other), (run.name, other.name)
   # The third run reused the slot of whichever finished first.
-  assert _cpus(runs[2]) in (_cpus(runs[0]), _cpus(runs[1]))
+  assert allowed_cpus(runs[2]) in (allowed_cpus(runs[0]), allowed_cpus(runs[1]))
 
 
 def test_no_pin_leaves_runs_all_cpus(tmp_path, fake_python, configs):
@@ -331,7 +323,7 @@ def test_no_pin_leaves_runs_all_cpus(tmp_path, fake_python, configs):
   assert result.returncode == 0, result.stderr
   assert 'started on CPUs' not in result.stdout
   for stem in ('lr_a', 'lr_b'):
-    assert _cpus(sweep_dir / stem) == os.sched_getaffinity(0)
+    assert allowed_cpus(sweep_dir / stem) == os.sched_getaffinity(0)
 
 
 def test_interrupt_stops_runs(tmp_path, fake_python, configs):
