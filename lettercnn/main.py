@@ -36,6 +36,10 @@ flags.register_validator(
     'workdir', lambda value: value is None or bool(value.strip()),
     message='empty; name a folder, or leave --workdir out to train in '
     'runs/<config file stem>')
+_UNTIL_EPOCH = flags.DEFINE_integer(
+    'until_epoch', None, 'Stop once this epoch is trained and checkpointed; '
+    'the rate schedule stays the full run\'s, and rerunning with a later '
+    'epoch, or without the flag, continues the run exactly.', lower_bound=1)
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Train one model across the processes of a '
     'multi-process job with jax.distributed; every process runs the same '
@@ -78,7 +82,7 @@ def main(argv: list[str]) -> None:
         distributed.say('already finished, nothing to train: '
                         f'{run_status.describe(existing)}')
         return
-      status = _train(FLAGS.config, workdir)
+      status = _train(FLAGS.config, workdir, _UNTIL_EPOCH.value)
   except errors.InputError as e:
     _fail(e)
   except KeyboardInterrupt:
@@ -88,10 +92,16 @@ def main(argv: list[str]) -> None:
                     'step; rerun the same command to resume from the latest '
                     'checkpoint', signal.SIGINT)
     sys.exit(errors.stopped_by(signal.SIGINT))
+  if status['status'] == run_status.RUNNING:
+    distributed.say(f'{workdir}: stopped at epoch {status["epoch"]:g} of '
+                    f'{FLAGS.config.num_epochs}, as --until_epoch asked; '
+                    'rerun to continue')
+    return
   distributed.say(f'{workdir}: {run_status.describe(status)}')
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           until_epoch: int | None) -> dict[str, Any]:
   """`train.train_and_evaluate`, with TensorFlow kept off the accelerators."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
@@ -103,7 +113,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   tf.config.experimental.set_visible_devices([], 'GPU')
   tfds.disable_progress_bar()
   try:
-    return train.train_and_evaluate(config, workdir)
+    return train.train_and_evaluate(config, workdir, until_epoch)
   except signals.Preempted as e:
     logging.warning('%s', e)
     sys.exit(errors.exit_code(e))

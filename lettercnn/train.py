@@ -541,9 +541,13 @@ def val_confusion(params, apply_fn: Callable[..., jax.Array],
   return confusion.record(counts, class_names, step)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       until_epoch: int | None = None) -> dict[str, Any]:
   """Trains `config` into `workdir`, resuming what is there; returns its status.
+
+  With `until_epoch` it stops once that epoch is trained and checkpointed,
+  its status left `running`, so that a later call continues it: the schedule
+  stays the full run's, and the trajectory is the full run's, bit for bit.
 
   The config must have passed `config_checks.check_config` and the caller
   must hold the workdir (`run.workdir.claimed`), as `lettercnn.main` does.
@@ -586,8 +590,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if tracker and step == 0:
       status['initial_sharpness'] = _initial_sharpness(
           tracker, state, config=config, schedule=schedule, writer=writer)
+    last_epoch = min(config.num_epochs, until_epoch or config.num_epochs)
     with signals.StopSignals(devices) as stop:
-      for epoch in range(step // steps_per_epoch, config.num_epochs):
+      for epoch in range(step // steps_per_epoch, last_epoch):
         state, step, interval, outcome = train_epoch(
             p_train_chunk, state, metrics, pipeline, epoch, step,
             config=config, schedule=schedule, writer=writer,
@@ -627,10 +632,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                             'epoch': epoch + 1, 'step': step}
           checkpointer.save_best(_snapshot(step, status, state, metrics))
         if ((epoch + 1) % config.checkpoint_every_epochs == 0
-            or epoch + 1 == config.num_epochs):
+            or epoch + 1 == last_epoch):
           checkpointer.save(_snapshot(step, status, state, metrics))
         run_status.save(workdir, status)
       else:
+        if step < config.num_epochs * steps_per_epoch:
+          # Stopped at `until_epoch`: the checkpoint above holds it.
+          writer.close()
+          logging.info('Stopped at epoch %d of %d, as asked.',
+                       step // steps_per_epoch, config.num_epochs)
+          return status
         status['status'] = _final_status(status['final'], config,
                                          pipeline.splits.num_classes)
 

@@ -36,14 +36,18 @@ from lettercnn import config_checks
 from lettercnn import config_loading
 from lettercnn import errors
 
-_GRID = flags.DEFINE_multi_string(
-    'grid', [], 'FIELD=V1,V2,...: values of one config field to sweep '
-    '(commas inside (), [] or quotes do not split).')
-_SEEDS = flags.DEFINE_string(
-    'seeds', None, 'N (seeds 0 ... N-1) or a comma-separated list of seeds '
-    '(one seed: --grid=seed=S).')
-_OVERRIDES = flags.DEFINE_multi_string(
-    'override', [], 'A --config.FIELD=VALUE given to every point.')
+
+def _define_flags() -> None:
+  """The command line's flags; defined only when this module is the command,
+  so that importing it leaves the importer's flags alone."""
+  flags.DEFINE_multi_string(
+      'grid', [], 'FIELD=V1,V2,...: values of one config field to sweep '
+      '(commas inside (), [] or quotes do not split).')
+  flags.DEFINE_string(
+      'seeds', None, 'N (seeds 0 ... N-1) or a comma-separated list of seeds '
+      '(one seed: --grid=seed=S).')
+  flags.DEFINE_multi_string(
+      'override', [], 'A --config.FIELD=VALUE given to every point.')
 
 
 class Run(NamedTuple):
@@ -190,8 +194,8 @@ def main(argv: list[str]) -> None:
   # JAX's "no GPU/TPU found" warning would precede every sweep's first line.
   logging.set_verbosity(logging.ERROR)
   try:
-    points = sweep_points(argv[1:], _GRID.value, _SEEDS.value,
-                          _OVERRIDES.value)
+    points = sweep_points(argv[1:], flags.FLAGS.grid, flags.FLAGS.seeds,
+                          flags.FLAGS.override)
   except errors.InputError as e:
     errors.fail('sweep', e)
   for point in points:
@@ -199,4 +203,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main, flags_parser=config_loading.flags_parser('sweep'))

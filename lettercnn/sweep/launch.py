@@ -460,6 +460,8 @@ class Scheduler:
     code = returncode if returncode >= 0 else 128 - returncode
     if code == 0:
       state = workdir_state(os.path.join(self.sweep_dir, name))
+      if state == run_status.RUNNING:  # Stopped where --until_epoch asked.
+        state = 'stopped before its last epoch, as asked'
       say(f'[sweep] {name}: {state}')
     elif code == workdir_guard.BUSY_EXIT_CODE:
       # Another process took the workdir after the check before the launch.
@@ -615,7 +617,7 @@ def sweep(options: Options, points: Sequence[grid.Run], python: str) -> int:
   return 1 if scheduler.failures or scheduler.busy else report_code
 
 
-def _set_pythonpath() -> None:
+def set_pythonpath() -> None:
   """Puts the repository first on the runs' path: `python -m lettercnn.main`
   and the configs' `from configs import default` need it."""
   path = os.environ.get('PYTHONPATH', '')
@@ -636,7 +638,7 @@ def main(argv: Sequence[str]) -> int:
       return 2
     _check_options(options, python)
     configs = config_paths(options.config_dir, os.environ.get('CONFIGS', ''))
-    _set_pythonpath()
+    set_pythonpath()
     points = _points(options, configs)
     if points is None:
       return 2
