@@ -30,6 +30,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from lettercnn import config_loading
+from lettercnn import cpu_devices
+from lettercnn import distributed
 from lettercnn import errors
 from lettercnn.run import workdir as workdir_guard
 from lettercnn.study import answer
@@ -81,15 +83,18 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}',
                          exitcode=errors.BAD_INPUT)
+  distributed.quiet_libraries()
   workdir = _WORKDIR.value
   python = study_run.python_for_runs()
   try:
+    cpu_devices.start(FLAGS.config)
     if _RATES.value is not None and not _RATES.value:
       raise errors.InputError('--rates= holds no rates')
     settings = study_run.Settings(
         config_path=os.path.normpath(
             config_flags.get_config_filename(FLAGS['config'])),
-        overrides=config_overrides(sys.argv), rates=_rates(_RATES.value),
+        overrides=tuple(launch.normalized_overrides(
+            config_overrides(sys.argv)).splitlines()), rates=_rates(_RATES.value),
         decades=_DECADES.value, per_decade=_PER_DECADE.value, eta=_ETA.value,
         seeds=_SEEDS.value, rungs=_RUNGS.value)
     config = study_run.check_settings(settings)

@@ -33,7 +33,7 @@ def _outcome(trial: halving.Trial, plan: halving.Plan, num_epochs: int,
   """How the search run ended, in words."""
   if trial.diverged:
     return f'diverged in epoch {trial.epochs + 1}'
-  if trial.failed(trial.epochs, chance, margin_points):
+  if trial.failed_so_far(chance, margin_points):
     return f'at chance by epoch {trial.epochs}'
   if trial.finished:
     return trial.status.replace('_', ' ')

@@ -84,11 +84,17 @@ class Trial:
   def failed(self, epoch: int, chance: float, margin_points: float) -> bool:
     """Failed by `epoch`: diverged; at chance for its last two accuracies
     (its only one, after one epoch); or finished without converging."""
-    if self.finished and epoch >= self.epochs and not self.converged:
+    if self.diverged and epoch > self.epochs:
+      return True
+    if self.status == 'not_converged' and epoch >= self.epochs:
       return True
     last = self.val_accuracy[:epoch][-2:]
     return bool(last) and all(
         100 * acc - 100 * chance <= margin_points for acc in last)
+
+  def failed_so_far(self, chance: float, margin_points: float) -> bool:
+    """`failed` at the run's latest: its last epoch, or its divergence."""
+    return self.failed(self.epochs + 1, chance, margin_points)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +239,7 @@ def _edge(plan: Plan, trials: Sequence[Trial], by_name: dict[str, Trial],
   best_rate = by_name[plan.best].rate
   grid = sorted({t.rate for t in trials})
   failed_rates = sorted({t.rate for t in trials if t.rate >= best_rate and
-                         t.failed(t.epochs, chance, margin_points)})
+                         t.failed_so_far(chance, margin_points)})
   smallest_failed = failed_rates[0] if failed_rates else None
   below = [r for r in grid
            if smallest_failed is None or r < smallest_failed]

@@ -23,7 +23,8 @@ def check_rates(rates: Sequence[float], what: str) -> None:
   """
   if not rates:
     raise errors.InputError(f'{what} holds no rates')
-  tiny, largest = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+  tiny = float(np.finfo(np.float32).tiny)
+  largest = float(np.finfo(np.float32).max)
   for rate in rates:
     if not (math.isfinite(rate) and tiny <= rate <= largest):
       raise errors.InputError(
