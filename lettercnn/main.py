@@ -3,6 +3,9 @@
 --workdir defaults to runs/<config file stem>. Any config field can be
 overridden with --config.FIELD=VALUE; unknown fields are an error.
 
+--until_epoch=E stops once epoch E is trained and checkpointed, the run
+unfinished; rerunning continues it exactly (lettercnn.study's rungs).
+
 With --distributed, every process of a multi-process job runs this same
 command and they train one model together (`lettercnn.distributed`).
 """

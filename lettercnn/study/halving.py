@@ -223,7 +223,7 @@ def study_plan(trials: Sequence[Trial], rungs: Sequence[int], eta: int,
     floor = min(t.best(where) for t in best_seeds)
     if by_name[plan.runner_up].best(where) >= floor:
       confirmed[plan.runner_up] = confirm(plan.runner_up)
-  _edge(plan, trials, by_name, num_epochs, chance, margin_points, need)
+  _edge(plan, trials, by_name, chance, margin_points, need)
   if plan.done:
     means = {name: statistics.mean(t.best(num_epochs) for t in found)
              for name, found in confirmed.items()}
@@ -233,23 +233,30 @@ def study_plan(trials: Sequence[Trial], rungs: Sequence[int], eta: int,
   return plan
 
 
-def _edge(plan: Plan, trials: Sequence[Trial], by_name: dict[str, Trial],
-          num_epochs: int, chance: float, margin_points: float, need) -> None:
-  """Sets the plan's edge, or asks for the run that decides it."""
-  best_rate = by_name[plan.best].rate
+def edge(trials: Sequence[Trial], best_rate: float, chance: float,
+         margin_points: float) -> tuple[float | None, float | None,
+                                        float | None]:
+  """The edge above `best_rate`: (the largest rate at which every run
+  converged, the smallest at which one failed, the rate that decides the
+  first: the largest below that failure). The same rule reads a full grid.
+  """
   grid = sorted({t.rate for t in trials})
   failed_rates = sorted({t.rate for t in trials if t.rate >= best_rate and
                          t.failed_so_far(chance, margin_points)})
   smallest_failed = failed_rates[0] if failed_rates else None
-  below = [r for r in grid
-           if smallest_failed is None or r < smallest_failed]
-  plan.smallest_failed_rate = smallest_failed
+  below = [r for r in grid if smallest_failed is None or r < smallest_failed]
   if not below:
-    return
+    return None, smallest_failed, None
   candidate = below[-1]
-  at_rate = [t for t in trials if t.rate == candidate]
-  search_run = next(t for t in at_rate if t.seed == 0)
-  if need(search_run.name, candidate, 0) is None:
-    return
-  if all(t.converged for t in at_rate if t.reached(num_epochs)):
-    plan.largest_converged_rate = candidate
+  converged = all(t.converged for t in trials if t.rate == candidate)
+  return (candidate if converged else None), smallest_failed, candidate
+
+
+def _edge(plan: Plan, trials: Sequence[Trial], by_name: dict[str, Trial],
+          chance: float, margin_points: float, need) -> None:
+  """Sets the plan's edge, or asks for the run that decides it."""
+  converged, plan.smallest_failed_rate, candidate = edge(
+      trials, by_name[plan.best].rate, chance, margin_points)
+  if candidate is not None and need(
+      rates.run_name(candidate), candidate, 0) is not None:
+    plan.largest_converged_rate = converged

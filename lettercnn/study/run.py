@@ -176,7 +176,7 @@ class StudyFailed(Exception):
     self.exit_code = code
 
 
-def _val_accuracies(run_dir: str, status: dict[str, Any]) -> tuple[float, ...]:
+def val_accuracies(run_dir: str, status: dict[str, Any]) -> tuple[float, ...]:
   """The run's validation accuracy after each epoch up to its status's step.
 
   Events past that step belong to an epoch the run will train again.
@@ -208,7 +208,7 @@ def load_trials(runs_dir: str, grid_rates: Sequence[float],
         continue
       statuses[name] = status
       trials.append(halving.Trial(name, rate, seed,
-                                  _val_accuracies(run_dir, status),
+                                  val_accuracies(run_dir, status),
                                   status['status']))
   return trials, statuses
 
