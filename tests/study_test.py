@@ -1,5 +1,6 @@
 """lettercnn.study: the rung decisions, a killed study's resume, exact promotion."""
 
+import glob
 import json
 import os
 import signal
@@ -247,6 +248,7 @@ def test_a_killed_study_resumes_without_retraining_finished_rungs(
   assert summary['steps_trained'] == steps
   assert summary['steps_full_grid'] == 3 * 2 * 150
   assert os.path.exists(os.path.join(workdir, 'study.png'))
+  assert glob.glob(os.path.join(runs, '*.lettercnn_sweep_hparams'))
   assert '# Learning-rate study' in rerun
 
 

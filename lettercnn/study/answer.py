@@ -186,23 +186,33 @@ def markdown(summary: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
+def _failed(run: dict[str, Any]) -> bool:
+  return ('diverged' in run['outcome'] or 'at chance' in run['outcome']
+          or run['status'] == 'not_converged')
+
+
 def plot(summary: dict[str, Any], path: str) -> None:
-  """Best validation accuracy against rate, each run marked by its epochs."""
+  """Best validation accuracy against rate, each run marked (and labelled)
+  by the epochs it trained; failed runs as crosses at 0."""
   # pylint: disable-next=g-import-not-at-top
   from matplotlib import pyplot as plt
   fig, ax = plt.subplots(figsize=(8, 4.5))
   search = [r for r in summary['runs'] if r['seed'] == 0]
-  epochs = sorted({r['epochs'] for r in search})
-  markers = 'vs^Do'
-  for i, count in enumerate(epochs):
-    runs = [r for r in search if r['epochs'] == count
-            and r['best_val_accuracy'] is not None]
+  trained = [r for r in search if not _failed(r)
+             and r['best_val_accuracy'] is not None]
+  markers = 'sD^vo'
+  for i, count in enumerate(sorted({r['epochs'] for r in trained})):
+    runs = [r for r in trained if r['epochs'] == count]
     ax.plot([r['learning_rate'] for r in runs],
             [100 * r['best_val_accuracy'] for r in runs],
             markers[min(i, len(markers) - 1)], markersize=7, linestyle='none',
-            label=f'trained {count} epoch{"s" if count > 1 else ""}')
-  failed = [r for r in search if 'diverged' in r['outcome']
-            or 'at chance' in r['outcome'] or r['status'] == 'not_converged']
+            label=f'trained {count} of {summary["num_epochs"]} epochs')
+  for run in trained:
+    ax.annotate(str(run['epochs']), (run['learning_rate'],
+                                     100 * run['best_val_accuracy']),
+                textcoords='offset points', xytext=(0, 7), ha='center',
+                fontsize=7)
+  failed = [r for r in search if _failed(r)]
   if failed:
     ax.plot([r['learning_rate'] for r in failed], [0] * len(failed), 'rx',
             markersize=9, label='failed (diverged or at chance)')
@@ -210,7 +220,8 @@ def plot(summary: dict[str, Any], path: str) -> None:
   if summary['best_learning_rate'] is not None:
     ax.errorbar([summary['best_learning_rate']], [100 * best['mean']],
                 yerr=[100 * best['std']], fmt='*', color='k', markersize=12,
-                capsize=4, label=f'best, {len(best["seeds"])} seeds')
+                capsize=4, label=f'best, mean ± std of {len(best["seeds"])} '
+                'seeds')
   for x, style, label in ((summary['range_test_rate'], ':', 'range test'),
                           (summary['curvature_bound'], '--',
                            'curvature bound')):
@@ -219,9 +230,9 @@ def plot(summary: dict[str, Any], path: str) -> None:
   ax.set_xscale('log')
   ax.set_xlabel('learning rate')
   ax.set_ylabel('best validation accuracy (%)')
-  ax.set_ylim(-5, 100)
+  ax.set_ylim(-5, 105)
   ax.grid(True, which='major', alpha=0.3)
-  ax.legend(fontsize=8, loc='lower left')
+  ax.legend(fontsize=8, loc='upper left')
   fig.tight_layout()
   with files.atomic_path(path) as tmp:
     fig.savefig(tmp, format='png', dpi=100)
