@@ -316,8 +316,9 @@ def test_another_study_or_a_foreign_folder_is_refused(tmp_path):
   (workdir / 'notes.txt').unlink()
   # A study's recorded settings: the same command resumes, another is refused.
   from lettercnn.study import run as study_run  # pylint: disable=g-import-not-at-top
+  # The overrides as the study records them: sorted, one per field.
   settings = study_run.Settings('configs/default.py', (
-      f'--config.data_dir={tmp_path / "data"}', '--config.batch_size=2'),
+      '--config.batch_size=2', f'--config.data_dir={tmp_path / "data"}'),
       rates=(1e-3, 1e-2))
   study_run.record_settings(str(workdir), settings)
   result = _refused(workdir, tmp_path, '--eta=4')
