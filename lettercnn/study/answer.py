@@ -90,6 +90,11 @@ def summarize(plan: halving.Plan, trials: Sequence[halving.Trial],
           'std': statistics.stdev(confirmed) if len(confirmed) > 1 else 0.0,
           'seeds': confirmed},
       'runner_up': plan.runner_up,
+      'confirmed': [{'learning_rate': rate, 'seeds': accuracies,
+                     'mean': statistics.mean(accuracies),
+                     'std': (statistics.stdev(accuracies)
+                             if len(accuracies) > 1 else 0.0)}
+                    for rate, accuracies in plan.confirmed_rates.items()],
       'largest_converged_rate': plan.largest_converged_rate,
       'smallest_failed_rate': plan.smallest_failed_rate,
       'range_test_rate': None if range_test is None else
@@ -141,6 +146,14 @@ def markdown(summary: dict[str, Any]) -> str:
         f'validation accuracy {100 * best["mean"]:.1f}%{spread} '
         f'({len(best["seeds"])} seed{"s" if len(best["seeds"]) > 1 else ""}: '
         + ', '.join(f'{100 * a:.1f}%' for a in best['seeds']) + ').')
+  for other in summary['confirmed']:
+    if other['learning_rate'] != summary['best_learning_rate']:
+      lines.append(
+          "The seeds could not separate the search's best from its runner-up "
+          f'at their rung, so both were confirmed; the other, '
+          f'{_rate(other["learning_rate"])}: {100 * other["mean"]:.1f}% ± '
+          f'{100 * other["std"]:.1f}% (' + ', '.join(
+              f'{100 * a:.1f}%' for a in other['seeds']) + ').')
   lines += [
       '',
       f'**Edge**: every run converged at {_rate(summary["largest_converged_rate"])}; '
@@ -180,8 +193,9 @@ def markdown(summary: dict[str, Any]) -> str:
     failed = f'; failed: {", ".join(rung["failed"])}' if rung['failed'] else ''
     promoted = (f'; on to the next: {", ".join(rung["promoted"])}'
                 if rung['promoted'] else '')
-    lines.append(f'- epoch {rung["epoch"]}: {len(rung["ranked"]) + len(rung["failed"])} '
-                 f'runs{failed}{promoted}')
+    entered = len(rung['ranked']) + len(rung['failed'])
+    lines.append(f'- epoch {rung["epoch"]}: {entered} '
+                 f'run{"s" if entered > 1 else ""}{failed}{promoted}')
   lines += ['', f'![accuracy against rate]({PLOT_FILE})', '']
   return '\n'.join(lines)
 

@@ -120,6 +120,9 @@ class Plan:
   best: str | None = None
   runner_up: str | None = None
   confirmed: list[float] = dataclasses.field(default_factory=list)
+  # Each confirmed rate's seeds' best validation accuracies.
+  confirmed_rates: dict[float, list[float]] = dataclasses.field(
+      default_factory=dict)
   best_rate: float | None = None
   largest_converged_rate: float | None = None
   smallest_failed_rate: float | None = None
@@ -230,6 +233,9 @@ def study_plan(trials: Sequence[Trial], rungs: Sequence[int], eta: int,
     winner = max(means, key=lambda name: (means[name], -by_name[name].rate))
     plan.best_rate = by_name[winner].rate
     plan.confirmed = [t.best(num_epochs) for t in confirmed[winner]]
+    plan.confirmed_rates = {
+        by_name[name].rate: [t.best(num_epochs) for t in found]
+        for name, found in confirmed.items()}
   return plan
 
 
