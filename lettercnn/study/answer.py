@@ -210,7 +210,7 @@ def plot(summary: dict[str, Any], path: str) -> None:
   by the epochs it trained; failed runs as crosses at 0."""
   # pylint: disable-next=g-import-not-at-top
   from matplotlib import pyplot as plt
-  fig, ax = plt.subplots(figsize=(8, 4.5))
+  fig, ax = plt.subplots(figsize=(10, 4.5))
   search = [r for r in summary['runs'] if r['seed'] == 0]
   trained = [r for r in search if not _failed(r)
              and r['best_val_accuracy'] is not None]
@@ -230,12 +230,13 @@ def plot(summary: dict[str, Any], path: str) -> None:
   if failed:
     ax.plot([r['learning_rate'] for r in failed], [0] * len(failed), 'rx',
             markersize=9, label='failed (diverged or at chance)')
-  best = summary['best_val_accuracy']
-  if summary['best_learning_rate'] is not None:
-    ax.errorbar([summary['best_learning_rate']], [100 * best['mean']],
-                yerr=[100 * best['std']], fmt='*', color='k', markersize=12,
-                capsize=4, label=f'best, mean ± std of {len(best["seeds"])} '
-                'seeds')
+  for confirmed in summary['confirmed']:
+    won = confirmed['learning_rate'] == summary['best_learning_rate']
+    ax.errorbar([confirmed['learning_rate']], [100 * confirmed['mean']],
+                yerr=[100 * confirmed['std']], fmt='*' if won else 'o',
+                color='k' if won else 'gray', markersize=12 if won else 6,
+                capsize=4, label=('best' if won else 'also confirmed') +
+                f', mean ± std of {len(confirmed["seeds"])} seeds')
   for x, style, label in ((summary['range_test_rate'], ':', 'range test'),
                           (summary['curvature_bound'], '--',
                            'curvature bound')):
@@ -246,7 +247,7 @@ def plot(summary: dict[str, Any], path: str) -> None:
   ax.set_ylabel('best validation accuracy (%)')
   ax.set_ylim(-5, 105)
   ax.grid(True, which='major', alpha=0.3)
-  ax.legend(fontsize=8, loc='upper left')
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
   fig.tight_layout()
   with files.atomic_path(path) as tmp:
     fig.savefig(tmp, format='png', dpi=100)
