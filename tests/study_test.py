@@ -142,6 +142,22 @@ def test_runner_up_is_confirmed_when_the_seeds_cannot_separate_them(
   assert plan.done != runner_up_confirmed
 
 
+@pytest.mark.parametrize('edge_accuracy,confirmed', [(0.879, False),
+                                                      (0.88, True)])
+def test_a_run_trained_to_the_end_for_the_edge_joins_the_comparison(
+    edge_accuracy, confirmed):
+  # 3e-4 ranked below the runner-up 1e-5 at the rung, but trained to the end
+  # for the edge; the best's seeds reach 88-90% there.
+  trials = [trial(1e-5, [0.4]), trial(1e-4, [0.7, 0.8, 0.9], 'converged'),
+            trial(3e-4, [0.3, 0.5, edge_accuracy], 'converged'),
+            trial(1e-2, [], status='diverged')] + _seeds((0.65, 0.66))
+  plan = halving.study_plan(trials, [1, 3], 3, 3, CHANCE, MARGIN)
+  assert plan.runner_up == 'lr_1.00e-05'
+  expected = {'lr_3.00e-04,seed=1', 'lr_3.00e-04,seed=2'}
+  assert (set(plan.train) == expected) == confirmed
+  assert plan.done != confirmed
+
+
 def test_answer_once_every_run_is_in():
   trials = _finished_search() + _seeds((0.65, 0.66))
   trials[1] = trial(3e-4, [0.6, 0.7, 0.8], status='converged')

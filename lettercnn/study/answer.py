@@ -149,9 +149,8 @@ def markdown(summary: dict[str, Any]) -> str:
   for other in summary['confirmed']:
     if other['learning_rate'] != summary['best_learning_rate']:
       lines.append(
-          "The seeds could not separate the search's best from its runner-up "
-          f'at their rung, so both were confirmed; the other, '
-          f'{_rate(other["learning_rate"])}: {100 * other["mean"]:.1f}% ± '
+          f'Also confirmed, as the best\'s seeds could not separate it: '
+          f'{_rate(other["learning_rate"])}, {100 * other["mean"]:.1f}% ± '
           f'{100 * other["std"]:.1f}% (' + ', '.join(
               f'{100 * a:.1f}%' for a in other['seeds']) + ').')
   lines += [

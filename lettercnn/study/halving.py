@@ -17,9 +17,10 @@ trains only what is still missing. The rules (docs/study.md):
   early. A failed run leaves at the rung where it is seen, whatever its rank.
 - Confirm: the search's best runs to the end with seeds 0 ... N-1 (seed 0 is
   the search's own run). The runner-up is confirmed the same way unless its
-  accuracy where it stopped lies below every seed of the best at that epoch.
-  The best rate is the confirmed one whose seeds' mean best accuracy is
-  highest.
+  accuracy at the rung that ranked it lies below every seed of the best at
+  that epoch; so is a run trained to the end for the edge unless its final
+  accuracy lies below every seed of the best. The best rate is the confirmed
+  one whose seeds' mean best accuracy is highest.
 - Edge: above the best rate, the smallest rate with a failed run, and the
   largest below it at which every run converged. Whichever rate sits just
   below the smallest failure trains to the end, so that "converged" is seen,
@@ -227,6 +228,14 @@ def study_plan(trials: Sequence[Trial], rungs: Sequence[int], eta: int,
     if by_name[plan.runner_up].best(where) >= floor:
       confirmed[plan.runner_up] = confirm(plan.runner_up)
   _edge(plan, trials, by_name, chance, margin_points, need)
+  if best_seeds is not None:
+    # A search run trained to the end for the edge is a full run too: if the
+    # best's seeds cannot separate it from the best, it is confirmed.
+    floor = min(t.best(num_epochs) for t in best_seeds)
+    for t in sorted(search_trials, key=lambda t: t.rate):
+      if (t.name not in confirmed and t.converged and t.epochs >= num_epochs
+          and t.best(num_epochs) >= floor):
+        confirmed[t.name] = confirm(t.name)
   if plan.done:
     means = {name: statistics.mean(t.best(num_epochs) for t in found)
              for name, found in confirmed.items()}
