@@ -62,6 +62,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from typing import Iterator, NamedTuple, Sequence
 
 from absl import logging
@@ -440,10 +441,16 @@ class Scheduler:
               f'{" ".join(command)}\n')
       f.flush()
       try:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=f,
-            stderr=subprocess.STDOUT,
-            preexec_fn=functools.partial(_start_child, cpus))
+        with warnings.catch_warnings():
+          # The child only sets its signals and CPUs before exec: none of
+          # the parent's threads (JAX's, once a config was checked) is used
+          # in the fork, so Python's warning about them does not apply.
+          warnings.filterwarnings('ignore', message=r'os\.fork\(\) was called',
+                                  category=RuntimeWarning)
+          process = subprocess.Popen(
+              command, stdin=subprocess.DEVNULL, stdout=f,
+              stderr=subprocess.STDOUT,
+              preexec_fn=functools.partial(_start_child, cpus))
       except OSError as e:
         f.write(f'{e}\n')
         process = None
