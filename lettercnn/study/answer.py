@@ -149,7 +149,8 @@ def markdown(summary: dict[str, Any]) -> str:
   for other in summary['confirmed']:
     if other['learning_rate'] != summary['best_learning_rate']:
       lines.append(
-          f'Also confirmed, as the best\'s seeds could not separate it: '
+          f'Also trained with {len(other["seeds"])} seeds, as the seeds '
+          'could not separate it from the best: '
           f'{_rate(other["learning_rate"])}, {100 * other["mean"]:.1f}% ± '
           f'{100 * other["std"]:.1f}% (' + ', '.join(
               f'{100 * a:.1f}%' for a in other['seeds']) + ').')
