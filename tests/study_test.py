@@ -315,11 +315,13 @@ def test_bad_settings_are_one_line_before_any_data(args, message, tmp_path):
 
 
 def _refused(workdir, tmp_path, *args):
+  # A refusal comes in seconds; a study that is not refused would build the
+  # full dataset and train: the timeout fails the test instead.
   return subprocess.run(
       [sys.executable, '-m', 'lettercnn.study', '--config=configs/default.py',
        f'--workdir={workdir}', f'--config.data_dir={tmp_path / "data"}',
        '--rates=1e-3,1e-2', '--config.batch_size=2', *args],
-      cwd=REPO_ROOT, capture_output=True, text=True)
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_another_study_or_a_foreign_folder_is_refused(tmp_path):

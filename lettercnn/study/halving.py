@@ -120,7 +120,6 @@ class Plan:
   new: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
   best: str | None = None
   runner_up: str | None = None
-  confirmed: list[float] = dataclasses.field(default_factory=list)
   # Each confirmed rate's seeds' best validation accuracies.
   confirmed_rates: dict[float, list[float]] = dataclasses.field(
       default_factory=dict)
@@ -131,6 +130,11 @@ class Plan:
   @property
   def done(self) -> bool:
     return not self.train
+
+  @property
+  def confirmed(self) -> list[float]:
+    """The best rate's seeds' best validation accuracies."""
+    return self.confirmed_rates.get(self.best_rate, [])
 
 
 def rung_epochs(num_epochs: int, eta: int, num_runs: int,
@@ -237,14 +241,11 @@ def study_plan(trials: Sequence[Trial], rungs: Sequence[int], eta: int,
           and t.best(num_epochs) >= floor):
         confirmed[t.name] = confirm(t.name)
   if plan.done:
-    means = {name: statistics.mean(t.best(num_epochs) for t in found)
-             for name, found in confirmed.items()}
-    winner = max(means, key=lambda name: (means[name], -by_name[name].rate))
-    plan.best_rate = by_name[winner].rate
-    plan.confirmed = [t.best(num_epochs) for t in confirmed[winner]]
     plan.confirmed_rates = {
         by_name[name].rate: [t.best(num_epochs) for t in found]
         for name, found in confirmed.items()}
+    plan.best_rate = max(plan.confirmed_rates, key=lambda rate: (
+        statistics.mean(plan.confirmed_rates[rate]), -rate))
   return plan
 
 
